@@ -1,0 +1,62 @@
+"""Process-wide settings, read from ``SWARMLOG_*`` environment variables.
+
+They live at the bottom layer (``streams``) so every other layer can read them without
+importing upward.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PQBackend(str, Enum):
+    """Which library performs ML-DSA / ML-KEM operations."""
+
+    AUTO = "auto"  # liboqs when its C library is present, else cryptography
+    CRYPTOGRAPHY = "cryptography"
+    LIBOQS = "liboqs"
+
+
+def _default_home() -> Path:
+    return Path.home() / ".swarmlog"
+
+
+class Settings(BaseSettings):
+    """Configuration for every swarmlog process; each field maps to ``SWARMLOG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SWARMLOG_", extra="ignore")
+
+    bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port[,host:port]). Unset: use the embedded broker.",
+    )
+    home: Path = Field(default_factory=_default_home, description="State directory (keys, broker state).")
+    keystore: Path | None = Field(default=None, description="Keystore directory; default <home>/keys.")
+    passphrase: str | None = Field(default=None, description="Passphrase for encrypted keystore entries.")
+    pq_backend: PQBackend = Field(default=PQBackend.AUTO, description="Post-quantum crypto backend.")
+    topic_prefix: str = Field(default="", description="Prefix for every topic name (namespacing on a shared cluster).")
+    partitions: int = Field(default=6, ge=1, description="Partitions for newly provisioned topics.")
+    replication: int = Field(default=1, ge=1, description="Replication factor for newly provisioned topics.")
+    event_retention_ms: int = Field(
+        default=-1,
+        ge=-1,
+        description="retention.ms for newly provisioned event topics; -1 keeps the log forever (it is the "
+        "source of truth). Bound it for long runs on the memory-only embedded broker.",
+    )
+    seal_batch: int = Field(default=1024, ge=1, description="Events per producer seal (Merkle batch).")
+    seal_interval_ms: int = Field(default=200, ge=1, description="Longest time an event waits for its seal.")
+
+    @property
+    def keystore_dir(self) -> Path:
+        return self.keystore if self.keystore is not None else self.home / "keys"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process (read once from the environment)."""
+    return Settings()
