@@ -33,7 +33,7 @@ _INT_MAX = (1 << 31) - 1
 _SMALL = 1 << 13
 
 
-def _varint_unsigned(z: int) -> bytes:
+def _varint_slow(z: int) -> bytes:
     out = bytearray()
     while z & ~0x7F:
         out.append((z & 0x7F) | 0x80)
@@ -42,7 +42,23 @@ def _varint_unsigned(z: int) -> bytes:
     return bytes(out)
 
 
+# Two continuation bytes per 14 bits: large longs (timestamps) take 3-4 lookups, not 7 loops.
+_CHUNK14 = [bytes(((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80)) for v in range(1 << 14)]
+_FINAL14 = [_varint_slow(v) for v in range(1 << 14)]
+
+
+def _varint_unsigned(z: int) -> bytes:
+    if z < 16384:
+        return _FINAL14[z]
+    out = b""
+    while z >= 16384:
+        out += _CHUNK14[z & 0x3FFF]
+        z >>= 14
+    return out + _FINAL14[z]
+
+
 _VARINT_POS = [_varint_unsigned(n << 1) for n in range(_SMALL)]
+VARINT_SMALL = _VARINT_POS  # zig-zag encodings of 0.._SMALL-1, for inlined length prefixes
 # _VARINT_NEG[k] encodes -k (index 0 unused)
 _VARINT_NEG = [b"\x00"] + [_varint_unsigned((k << 1) - 1) for k in range(1, _SMALL)]
 
@@ -77,6 +93,8 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         z |= (b & 0x7F) << shift
         shift += 7
+    if z >> 64:
+        raise ValueError("varint exceeds 64 bits")
     return (z >> 1) ^ -(z & 1), pos
 
 
@@ -181,11 +199,14 @@ class _Compiler:
                 v = self._fresh("_b")
                 body.append(f"{indent}{v} = {value}")
                 body.append(f"{indent}if type({v}) is not bytes: {v} = _as_bytes({v})")
-                body.append(f"{indent}{out} += (_write_long(len({v})), {v})")
+                n = self._fresh("_n")
+                body.append(f"{indent}{n} = len({v})")
+                body.append(f"{indent}{out} += (_VS[{n}] if {n} < {_SMALL} else _write_long({n}), {v})")
             elif schema == "string":
                 v = self._fresh("_s")
-                body.append(f"{indent}{v} = {value}.encode()")
-                body.append(f"{indent}{out} += (_write_long(len({v})), {v})")
+                n = self._fresh("_n")
+                body.append(f"{indent}{v} = {value}.encode(); {n} = len({v})")
+                body.append(f"{indent}{out} += (_VS[{n}] if {n} < {_SMALL} else _write_long({n}), {v})")
             return
         kind = schema["type"]
         if kind == "fixed":
@@ -216,7 +237,8 @@ class _Compiler:
             body.append(f"{indent}if {m}:")
             body.append(f"{indent}    {out}.append(_write_long(len({m})))")
             body.append(f"{indent}    for {k}, {v} in {m}.items():")
-            body.append(f"{indent}        {kb} = {k}.encode(); {out}.append(_write_long(len({kb}))); {out}.append({kb})")
+            body.append(f"{indent}        {kb} = {k}.encode()")
+            body.append(f"{indent}        {out} += (_write_long(len({kb})), {kb})")
             self.enc_expr(schema["values"], v, out, indent + "        ", body)
             body.append(f"{indent}{out}.append(b'\\x00')")
         else:
@@ -226,9 +248,10 @@ class _Compiler:
         v = self._fresh("_u")
         body.append(f"{indent}{v} = {value}")
         first = True
+        kinds = {_kind_of(self.resolve(b)) for b in branches}
         for index, branch in enumerate(branches):
             resolved = self.resolve(branch)
-            test = self._union_test(resolved, v)
+            test = self._union_test(resolved, v, kinds)
             kw = "if" if first else "elif"
             first = False
             body.append(f"{indent}{kw} {test}:")
@@ -236,9 +259,16 @@ class _Compiler:
             self.enc_expr(branch, v, out, indent + "    ", body)
         body.append(f"{indent}else: raise TypeError('value matches no union branch')")
 
-    def _union_test(self, schema: Any, v: str) -> str:
-        kind = schema if isinstance(schema, str) else schema.get("type")
+    def _union_test(self, schema: Any, v: str, kinds: set[str]) -> str:
+        """Which branch a Python value takes; mirrors fastavro's choice for ambiguous unions."""
+        kind = _kind_of(schema)
         size = schema.get("size", -1) if isinstance(schema, dict) else -1
+        if kind == "int" and "long" in kinds:
+            return f"type({v}) is int and {_INT_MIN} <= {v} <= {_INT_MAX}"
+        if kind == "float" and "double" in kinds:
+            return "False"  # a Python float is a double; the float branch would lose precision
+        if kind == "enum":
+            return f"type({v}) is str and {v} in {self._const(frozenset(schema['symbols']))}"
         return {
             "null": f"{v} is None",
             "boolean": f"type({v}) is bool",
@@ -268,7 +298,10 @@ class _Compiler:
             for field in schema["fields"]:
                 fname = field["name"]
                 if "default" in field:
-                    expr = f"r.get({fname!r}, {self._const(field['default'])})"
+                    default = field["default"]
+                    if isinstance(default, str) and _kind_of(self.resolve(field["type"])) in ("bytes", "fixed"):
+                        default = default.encode("latin-1")  # Avro JSON writes bytes defaults as text
+                    expr = f"r.get({fname!r}, {self._const(default)})"
                 else:
                     expr = f"r[{fname!r}]"
                 self.enc_expr(field["type"], expr, "o", "    ", body)
@@ -403,6 +436,15 @@ class _Compiler:
         return fn
 
 
+def _kind_of(schema: Any) -> str:
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, list):
+        return "union"
+    kind = schema.get("type")
+    return kind if isinstance(kind, str) else "union"
+
+
 def _as_bytes(value: Any) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
@@ -410,6 +452,7 @@ def _as_bytes(value: Any) -> bytes:
 
 
 _RUNTIME = {
+    "_VS": _VARINT_POS,
     "_write_long": write_long,
     "_write_int": write_int,
     "_pack_double": _pack_double,

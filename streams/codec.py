@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import fastavro.validation
 from fastavro.schema import to_parsing_canonical_form
-
 from swarmlog.streams.avro_compile import Decoder, Encoder, compile_schema
 
 MAGIC = b"\xc3\x01"
@@ -180,8 +180,12 @@ class SchemaStore:
         named = dict(self._named)
         if not is_current:
             _forget_names(schema_json, named)
+        before = dict(named)
         parsed = fastavro.parse_schema(copy.deepcopy(schema_json), named_schemas=named)
-        canonical = to_parsing_canonical_form(parsed)
+        # The fingerprint must cover named types defined in *other* files too, or changing
+        # a shared type would leave old events decoding with the new layout.
+        expanded = fastavro.parse_schema(copy.deepcopy(schema_json), named_schemas=before, expand=True)
+        canonical = to_parsing_canonical_form(_define_once(expanded, set()))
         fp = fingerprint(canonical)
         encode, decode = compile_schema(parsed, named)
         full_name = parsed["name"] if isinstance(parsed, dict) and "name" in parsed else canonical
@@ -198,6 +202,10 @@ class SchemaStore:
                 raise UnknownSchemaError(f"two current versions of {full_name}")
             self._current[full_name] = entry
             if entry.event_type:
+                other = self._by_event_type.get(entry.event_type)
+                if other is not None and other.full_name != full_name:
+                    raise UnknownSchemaError(
+                        f"event type {entry.event_type!r} is claimed by {other.full_name} and {full_name}")
                 self._by_event_type[entry.event_type] = entry
         return entry
 
@@ -276,7 +284,7 @@ class SchemaStore:
             ) from None
         if buf.tell() != len(data):
             raise MalformedDataError(f"{len(data) - buf.tell()} trailing bytes after {writer.full_name} body")
-        return value
+        return _bytes_defaults(reader.parsed, value, self._named)
 
 
 def encode_body(entry: SchemaEntry, record: Any) -> bytes:
@@ -284,7 +292,73 @@ def encode_body(entry: SchemaEntry, record: Any) -> bytes:
     try:
         return entry.encode_body(record)
     except (TypeError, KeyError, ValueError, AttributeError, OverflowError, struct.error) as exc:
-        raise EncodeError(f"record does not fit {entry.full_name}: {type(exc).__name__}: {exc}") from None
+        raise EncodeError(f"record does not fit {entry.full_name}: {_explain(entry, record, exc)}") from None
+
+
+def _explain(entry: SchemaEntry, record: Any, exc: Exception) -> str:
+    """Name the offending field: the compiled encoder only knows *that* something failed."""
+    try:
+        fastavro.validation.validate(record, entry.parsed, raise_errors=True)
+    except fastavro.validation.ValidationError as verr:
+        problems = [str(p) for p in verr.errors] if getattr(verr, "errors", None) else [str(verr)]
+        return "; ".join(problems)
+    except Exception:  # the validator itself choked on the value; fall back to the original error
+        pass
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _bytes_defaults(schema: Any, value: Any, named: dict[str, Any]) -> Any:
+    """fastavro fills a resolved bytes default in as str (Avro JSON spells bytes as text)."""
+    if isinstance(schema, str):
+        schema = named.get(schema, schema)
+    if isinstance(schema, str):
+        return value.encode("latin-1") if schema == "bytes" and isinstance(value, str) else value
+    if isinstance(schema, list):
+        if isinstance(value, str) and "bytes" in schema and "string" not in schema:
+            return value.encode("latin-1")
+        if isinstance(value, dict):
+            for branch in schema:
+                resolved = named.get(branch, branch) if isinstance(branch, str) else branch
+                if isinstance(resolved, dict) and resolved.get("type") == "record":
+                    return _bytes_defaults(resolved, value, named)
+        return value
+    kind = schema.get("type")
+    if kind == "record" and isinstance(value, dict):
+        for field in schema["fields"]:
+            if field["name"] in value:
+                value[field["name"]] = _bytes_defaults(field["type"], value[field["name"]], named)
+    elif (kind == "fixed" and isinstance(value, str)) or (kind == "bytes" and isinstance(value, str)):
+        return value.encode("latin-1")
+    elif kind == "array" and isinstance(value, list):
+        return [_bytes_defaults(schema["items"], item, named) for item in value]
+    elif kind == "map" and isinstance(value, dict):
+        return {k: _bytes_defaults(schema["values"], v, named) for k, v in value.items()}
+    return value
+
+
+def _define_once(schema: Any, seen: set[str]) -> Any:
+    """Keep the first definition of each named type; later occurrences become references."""
+    if isinstance(schema, list):
+        return [_define_once(branch, seen) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if kind in ("record", "error", "enum", "fixed"):
+        name = schema["name"]
+        if name in seen:
+            return name
+        seen.add(name)
+        if kind in ("record", "error"):
+            fields = [{**field, "type": _define_once(field["type"], seen)} for field in schema["fields"]]
+            return {**schema, "fields": fields}
+        return schema
+    if kind == "array":
+        return {**schema, "items": _define_once(schema["items"], seen)}
+    if kind == "map":
+        return {**schema, "values": _define_once(schema["values"], seen)}
+    if isinstance(kind, (dict, list)):
+        return {**schema, "type": _define_once(kind, seen)}
+    return schema
 
 
 def _walk_resources(base: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
