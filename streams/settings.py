@@ -6,7 +6,7 @@ importing upward.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,7 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class PQBackend(str, Enum):
+class PQBackend(StrEnum):
     """Which library performs ML-DSA / ML-KEM operations."""
 
     AUTO = "auto"  # liboqs when its C library is present, else cryptography
@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         default=-1,
         ge=-1,
         description="retention.ms for newly provisioned event topics; -1 keeps the log forever (it is the "
-        "source of truth). Bound it for long runs on the memory-only embedded broker.",
+        "source of truth). The embedded Tansu broker stores this config but was not seen to enforce it.",
     )
     seal_batch: int = Field(default=1024, ge=1, description="Events per producer seal (Merkle batch).")
     seal_interval_ms: int = Field(default=200, ge=1, description="Longest time an event waits for its seal.")
