@@ -165,8 +165,8 @@ __all__ = [
     "IDENTITY_EVENT_TYPE",
     "ZERO_HASH",
     "CodecError",
-    "Event",
     "EnvelopeCodec",
+    "Event",
     "event_signing_message",
     "seal_signing_message",
 ]

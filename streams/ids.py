@@ -9,12 +9,16 @@ ids from one process are strictly increasing), 32 random bits drawn once per pro
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import time
 import uuid
 
 _COUNTER_BITS = 42
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
+
+
+_PACK = struct.Struct(">QQ").pack
 
 
 class UUID7Generator:
@@ -32,23 +36,40 @@ class UUID7Generator:
             if ms > self._last_ms:
                 self._last_ms = ms
                 # Random start leaves room to count up inside the millisecond.
-                self._counter = int.from_bytes(os.urandom(6), "big") >> 7  # 41 bits
+                self._counter = counter = int.from_bytes(os.urandom(6), "big") >> 7  # 41 bits
             else:
-                self._counter += 1
-                if self._counter > _COUNTER_MAX:
+                counter = self._counter = self._counter + 1
+                if counter > _COUNTER_MAX:
                     self._last_ms += 1
-                    self._counter = 0
+                    self._counter = counter = 0
                 ms = self._last_ms
-            counter = self._counter
-        value = (
-            (ms << 80)
-            | (0x7 << 76)
-            | ((counter >> 30) << 64)
-            | (0b10 << 62)
-            | ((counter & 0x3FFFFFFF) << 32)
-            | self._salt
-        )
-        return value.to_bytes(16, "big")
+        # ms(48) | ver(4) | counter[41:30](12) ‖ var(2) | counter[29:0](30) | salt(32)
+        return _PACK((ms << 16) | 0x7000 | (counter >> 30),
+                     0x8000000000000000 | ((counter & 0x3FFFFFFF) << 32) | self._salt)
+
+
+    def batch(self, n: int) -> list[bytes]:
+        """``n`` consecutive ids in one locked step (the bulk ingest path)."""
+        if n <= 0:
+            return []
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > self._last_ms:
+                self._last_ms = ms
+                first = int.from_bytes(os.urandom(6), "big") >> 7
+            else:
+                first = self._counter + 1
+                ms = self._last_ms
+            last = first + n - 1
+            if last > _COUNTER_MAX:  # spill into the next millisecond(s), as new() would
+                ms += 1 + (last - _COUNTER_MAX) // (_COUNTER_MAX + 1)
+                first, last = 0, n - 1
+                self._last_ms = ms
+            self._counter = last
+        hi_base = (ms << 16) | 0x7000
+        lo_base = 0x8000000000000000 | self._salt
+        pack = _PACK
+        return [pack(hi_base | (c >> 30), lo_base | ((c & 0x3FFFFFFF) << 32)) for c in range(first, last + 1)]
 
 
 _GENERATOR = UUID7Generator()
@@ -57,6 +78,11 @@ _GENERATOR = UUID7Generator()
 def uuid7() -> bytes:
     """16 raw bytes of a fresh UUIDv7."""
     return _GENERATOR.new()
+
+
+def uuid7_batch(n: int) -> list[bytes]:
+    """``n`` fresh, strictly increasing UUIDv7s."""
+    return _GENERATOR.batch(n)
 
 
 def uuid7_str() -> str:

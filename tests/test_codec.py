@@ -22,7 +22,7 @@ from swarmlog.streams.codec import (
     fingerprint,
 )
 from swarmlog.streams.envelope import EnvelopeCodec
-from swarmlog.streams.ids import uuid7, uuid7_time_ms, uuid_text
+from swarmlog.streams.ids import uuid7, uuid7_batch, uuid7_time_ms, uuid_text
 
 DID = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"
 
@@ -168,7 +168,7 @@ def test_schema_evolution_old_writer_new_reader(tmp_path: object) -> None:
 
 
 def test_uuid7_is_monotonic_and_versioned() -> None:
-    ids = [uuid7() for _ in range(5000)]
+    ids = [uuid7() for _ in range(2000)] + uuid7_batch(3000) + [uuid7() for _ in range(10)] + uuid7_batch(1)
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     text = uuid_text(ids[0])

@@ -1,0 +1,196 @@
+"""Ingest benchmark: raw confluent-kafka produce vs swarmlog signed produce, and read-back.
+
+One run, one broker, same payload sizes, so the ratios compare like with like:
+
+* raw produce — ``Producer.produce()`` of pre-built values of the same size as a signed
+  event, same producer settings (idempotent, acks=all, linger 5 ms);
+* signed produce — ``EventProducer.produce()``: encode the payload, build the envelope,
+  hash-chain it, send it, and seal every ``seal_batch`` events (Merkle root, Ed25519 +
+  ML-DSA-65 signature, one seal record per lane), for several batch sizes;
+* read-back — raw assigned-partition consume of the same topic, then consume + verify
+  (seals, chains) + decode every payload.
+
+Usage: ``python benchmarks/ingest.py [--events 100000] [--json out.json]``. Uses
+``SWARMLOG_BOOTSTRAP`` when set, else starts an embedded broker for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Producer
+from swarmlog.infra.broker import EmbeddedBroker
+from swarmlog.infra.topics import ensure_topics
+from swarmlog.streams.identity import Identity
+from swarmlog.streams.producer import EventProducer
+from swarmlog.streams.reader import plan_ranges, read_records
+from swarmlog.streams.verify import Status, Verifier
+
+PARTITIONS = 6
+BULK = 1000  # events per produce_many() call
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import confluent_kafka
+    import cryptography
+
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "confluent_kafka": confluent_kafka.version()[0], "librdkafka": confluent_kafka.libversion()[0],
+            "cryptography": cryptography.__version__, "platform": platform.platform()}
+
+
+EVENT_TYPE = "agents.heartbeat"  # the highest-volume event type of a running system
+
+
+def heartbeat(i: int) -> dict[str, Any]:
+    """An agent heartbeat, as every agent sends it every few seconds."""
+    return {"agent_id": f"agent-{i % 1000:04d}", "health_score": 0.9 + (i % 10) / 100, "current_load": i % 17,
+            "latency_ms": 12.5 + (i % 50), "reliability": 0.99, "max_concurrency": 32, "interval_ms": 5000,
+            "resources": {"cpu": 0.42, "mem_gb": 3.5}}
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    configured = os.environ.get("SWARMLOG_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    with EmbeddedBroker(state_dir=None) as embedded:
+        yield embedded.bootstrap
+
+
+def producer_config(bootstrap: str) -> dict[str, Any]:
+    return {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            "batch.num.messages": 10000, "queue.buffering.max.messages": 1_000_000}
+
+
+def bench_raw(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> float:
+    producer = Producer(producer_config(bootstrap))
+    n = len(values)
+    start = time.perf_counter()
+    produce = producer.produce
+    for i in range(n):
+        while True:
+            try:
+                produce(topic, values[i], keys[i], i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    return n / (time.perf_counter() - start)
+
+
+def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: int, seal_batch: int,
+                 bulk: bool) -> float:
+    """Events/s from payload dicts to acknowledged records (close() seals and flushes)."""
+    producer = EventProducer(identity, bootstrap, identity_topic=trust, seal_batch=seal_batch,
+                             seal_interval_ms=60_000)
+    producer.publish_identity()
+    producer.partitions(topic)
+    payloads = [heartbeat(i) for i in range(n)]
+    start = time.perf_counter()
+    if bulk:
+        for chunk in range(0, n, BULK):
+            producer.produce_many(EVENT_TYPE, payloads[chunk:chunk + BULK], topic=topic)
+    else:
+        produce = producer.produce
+        for payload in payloads:
+            produce(EVENT_TYPE, payload, topic=topic)
+    producer.close(60)
+    return n / (time.perf_counter() - start)
+
+
+def bench_read(bootstrap: str, topic: str, trust: str) -> tuple[float, float, int]:
+    ranges = plan_ranges(bootstrap, [topic])
+    start = time.perf_counter()
+    count = sum(1 for _ in read_records(bootstrap, ranges))
+    raw_rate = count / (time.perf_counter() - start)
+    verifier = Verifier()
+    authenticated = 0
+    start = time.perf_counter()
+    for record in read_records(bootstrap, ranges):
+        for verdict in verifier.feed(record):
+            if verdict.status is Status.AUTHENTICATED and verdict.event is not None:
+                verdict.event.decode_payload()
+                authenticated += 1
+    verifier.finish()
+    verify_rate = count / (time.perf_counter() - start)
+    return raw_rate, verify_rate, authenticated
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events per signed run (default 100000)")
+    parser.add_argument("--batches", default="1,64,256,1024", help="seal batch sizes to measure")
+    parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",")]
+    identity = Identity.generate("bench")
+    results: dict[str, Any] = {"machine": machine(), "events": args.events, "runs": []}
+    with broker() as bootstrap:
+        run_id = uuid.uuid4().hex[:8]
+        trust = f"bench-trust-{run_id}"
+        ensure_topics(bootstrap, {trust: 1})
+        # size of a real signed event, so raw moves the same bytes
+        probe_topic = f"bench-probe-{run_id}"
+        ensure_topics(bootstrap, {probe_topic: PARTITIONS})
+        with EventProducer(identity, bootstrap, identity_topic=trust) as probe:
+            probe.produce(EVENT_TYPE, heartbeat(0), topic=probe_topic)
+        probe_records = list(read_records(bootstrap, plan_ranges(bootstrap, [probe_topic])))
+        size = len(probe_records[0].value)
+        results["event_bytes"] = size
+        raw_topic = f"bench-raw-{run_id}"
+        ensure_topics(bootstrap, {raw_topic: PARTITIONS})
+        values = [os.urandom(size) for _ in range(1000)]
+        raw_values = [values[i % 1000] for i in range(args.events)]
+        keys = [heartbeat(i)["agent_id"].encode() for i in range(args.events)]
+        raw_rate = bench_raw(bootstrap, raw_topic, raw_values, keys)
+        results["raw_produce_per_s"] = raw_rate
+        print(f"raw confluent-kafka produce ({size} B): {raw_rate:,.0f} msg/s", file=sys.stderr)
+        default_batch = 1024
+        for bulk in (False, True):
+            api = "produce_many" if bulk else "produce"
+            for batch in batches:
+                n = min(args.events, 2_000) if batch == 1 else args.events
+                topic = f"bench-signed-{api}-{batch}-{run_id}"
+                ensure_topics(bootstrap, {topic: PARTITIONS})
+                rate = bench_signed(bootstrap, topic, trust, identity, n, batch, bulk)
+                row: dict[str, Any] = {"api": api, "seal_batch": batch, "events": n, "per_s": rate,
+                                       "ratio_to_raw": rate / raw_rate}
+                if bulk and batch == default_batch:
+                    raw_read, verify_read, authenticated = bench_read(bootstrap, topic, trust)
+                    row.update({"raw_consume_per_s": raw_read, "verify_decode_per_s": verify_read,
+                                "verify_ratio_to_raw_consume": verify_read / raw_read,
+                                "authenticated": authenticated})
+                results["runs"].append(row)
+                print(f"signed {api:>12}, seal batch {batch:>5}: {rate:,.0f} events/s "
+                      f"({rate / raw_rate:.0%} of raw)", file=sys.stderr)
+                if "verify_decode_per_s" in row:
+                    print(f"  read back: raw consume {row['raw_consume_per_s']:,.0f}/s, "
+                          f"consume+verify+decode {row['verify_decode_per_s']:,.0f}/s "
+                          f"({row['verify_ratio_to_raw_consume']:.0%}); authenticated {row['authenticated']}",
+                          file=sys.stderr)
+    print(json.dumps(results, indent=2))
+    if args.json_path:
+        with open(args.json_path, "w") as fh:
+            json.dump(results, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

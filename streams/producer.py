@@ -1,0 +1,334 @@
+"""Signed event producer: typed payload → envelope → hash chain → Kafka, sealed in batches.
+
+Authentication is amortised (DESIGN.md §3): one hybrid Ed25519 + ML-DSA-65 signature
+per *batch*, not per event (see ``chain.ChainWriter``). A batch closes when it reaches
+``seal_batch`` events, when its oldest event has waited ``seal_interval_ms``, and on
+``seal()``/``flush()``/``close()``. The seal of a lane is produced after that lane's
+events, to the same partition, so Kafka keeps it behind them.
+
+Events that must be trusted before the seal (votes, identity documents) can be signed
+inline (``sign=True``); they still chain and are still sealed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord
+from swarmlog.streams.codec import EncodeError, SchemaEntry, SchemaStore, default_store, encode_body
+from swarmlog.streams.envelope import IDENTITY_EVENT_TYPE
+from swarmlog.streams.identity import Identity
+
+log = logging.getLogger(__name__)
+_crc32 = zlib.crc32
+
+__all__ = ["EventProducer", "EventRef", "ProduceError", "partition_for"]
+
+
+class ProduceError(RuntimeError):
+    """Kafka refused or lost at least one record; nothing is silently dropped."""
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """CRC-32 of the key modulo the partition count (librdkafka's ``consistent`` partitioner).
+
+    Every swarmlog writer — CLI, Python API, workers — computes partitions with this
+    function, so all events of one subject share a partition and a lane.
+    """
+    return _crc32(key) % partitions
+
+
+class EventProducer:
+    """Produces signed, chained, sealed swarmlog events with confluent-kafka.
+
+    Thread-safe. Use as a context manager, or call ``close()``: both seal and flush.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        bootstrap: str,
+        *,
+        store: SchemaStore | None = None,
+        seal_batch: int = 1024,
+        seal_interval_ms: int = 200,
+        topic_prefix: str = "",
+        identity_topic: str | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
+        metadata_timeout: float = 10.0,
+    ) -> None:
+        if seal_batch < 1:
+            raise ValueError("seal_batch must be >= 1")
+        self.identity = identity
+        self.store = store or default_store()
+        self.chain = ChainWriter(identity, self.store)
+        self.seal_batch = seal_batch
+        self.seal_interval = seal_interval_ms / 1000.0
+        self.topic_prefix = topic_prefix
+        self.identity_topic = identity_topic or topic_prefix + "trust"
+        self.metadata_timeout = metadata_timeout
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1_000_000,
+            # A per-record delivery callback halves confluent-kafka's produce rate, so only
+            # seal records carry one. With idempotence + gapless guarantee a partition
+            # never has a hole: a lost record is a fatal error (error_cb) that fails every
+            # later record, and a delivered seal acknowledges every event before it.
+            "enable.gapless.guarantee": True,
+            "error_cb": self._on_error,
+        }
+        config.update(kafka_config or {})
+        self._kafka = Producer(config)
+        self._lock = threading.RLock()
+        self._partitions: dict[str, int] = {}
+        self._open_since = 0.0
+        self._errors: list[str] = []
+        self._failed = 0
+        self._closed = False
+        self._stop = threading.Event()
+        self._sealer = threading.Thread(target=self._seal_timer, name="swarmlog-sealer", daemon=True)
+        self._sealer.start()
+
+    @property
+    def did(self) -> str:
+        return self.chain.did
+
+    @property
+    def stream_id(self) -> bytes:
+        return self.chain.stream_id
+
+    # ------------------------------------------------------------------ public API
+    def produce(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        subject: str | None = None,
+        topic: str | None = None,
+        sign: bool = False,
+        timestamp_ms: int | None = None,
+    ) -> EventRef:
+        """Encode, chain and send one event. Raises ``EncodeError`` if the payload doesn't fit.
+
+        ``topic`` overrides the schema's topic (tests, namespaced deployments); ``subject``
+        defaults to the payload field the schema names as subject. The first event of a
+        producer is preceded by its self-signed identity document.
+        """
+        entry = self.store.for_event_type(event_type)
+        body = encode_body(entry, payload)
+        if subject is None:
+            subject = self._subject_of(entry, payload)
+        topic_name = topic or self._topic_of(entry)
+        with self._lock:
+            if self.chain.identity_event is None and event_type != IDENTITY_EVENT_TYPE:
+                self._publish_identity_locked()
+            return self._append_locked(entry, body, subject, topic_name, sign, timestamp_ms)
+
+    def produce_many(
+        self,
+        event_type: str,
+        payloads: Sequence[Mapping[str, Any]],
+        *,
+        subjects: Sequence[str] | None = None,
+        topic: str | None = None,
+    ) -> list[EventRef]:
+        """Bulk ingest: encode, chain and send many events of one type, in order.
+
+        Equivalent to calling ``produce`` for each payload (same envelopes, same seals at
+        the same batch bounds), with the per-call overhead paid once per batch. An invalid
+        payload raises ``EncodeError`` before anything of the batch is sent.
+        """
+        entry = self.store.for_event_type(event_type)
+        encode = entry.encode_body
+        try:
+            bodies = [encode(p) for p in payloads]
+        except Exception:
+            bodies = [encode_body(entry, p) for p in payloads]  # re-raises as EncodeError naming the field
+        if subjects is None:
+            subjects = [self._subject_of(entry, p) for p in payloads]
+        elif len(subjects) != len(payloads):
+            raise ValueError("subjects and payloads differ in length")
+        keys = [s.encode() for s in subjects]
+        topic_name = topic or self._topic_of(entry)
+        refs: list[EventRef] = []
+        with self._lock:
+            if self._closed:
+                raise ProduceError("producer is closed")
+            if self.chain.identity_event is None and event_type != IDENTITY_EVENT_TYPE:
+                self._publish_identity_locked()
+            partitions = self._partitions.get(topic_name) or self.partitions(topic_name)
+            produce = self._kafka.produce
+            start = 0
+            while start < len(bodies):
+                room = max(1, self.seal_batch - self.chain.open_count)
+                chunk_refs, records = self.chain.append_many(
+                    entry, bodies[start:start + room], keys[start:start + room], topic_name, partitions)
+                if self.chain.open_count == len(records):
+                    self._open_since = time.monotonic()
+                for partition, key, value in records:
+                    try:
+                        produce(topic_name, value, key, partition)
+                    except BufferError:
+                        self._send(OutRecord(topic_name, partition, key, value), report=False)
+                refs.extend(chunk_refs)
+                start += room
+                if self.chain.open_count >= self.seal_batch:
+                    self._seal_locked()
+        return refs
+
+    def publish_identity(self) -> EventRef | None:
+        """Publish this producer's self-signed identity document, once; None if already done."""
+        with self._lock:
+            if self.chain.identity_event is not None:
+                return None
+            return self._publish_identity_locked()
+
+    def seal(self) -> int:
+        """Close the open batch now; returns how many events the seal covers."""
+        with self._lock:
+            return self._seal_locked()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Seal, then wait until Kafka acknowledged everything; raise if anything failed."""
+        self.seal()
+        remaining = self._kafka.flush(timeout)
+        if remaining:
+            raise ProduceError(f"{remaining} records still undelivered after {timeout:.0f}s")
+        self._raise_errors()
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._closed:
+            return
+        self._stop.set()
+        self._sealer.join(timeout=5)
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def failed(self) -> int:
+        """Delivery failures seen so far (seal records, fatal errors); ``flush()`` raises on them."""
+        return self._failed
+
+    def partitions(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            try:
+                # All-topics metadata: asking for one topic by name makes some brokers
+                # (Tansu, Kafka with auto.create.topics.enable) create it silently.
+                md = self._kafka.list_topics(timeout=self.metadata_timeout)
+            except KafkaException as exc:
+                raise ProduceError(f"cannot read metadata for topic {topic!r}: {exc}") from None
+            info = md.topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                raise ProduceError(
+                    f"topic {topic!r} does not exist (provision it: `swarmlog topics --provision`)"
+                )
+            count = len(info.partitions)
+            self._partitions[topic] = count
+        return count
+
+    # ------------------------------------------------------------------ internals
+    def _topic_of(self, entry: SchemaEntry) -> str:
+        if not entry.topic:
+            raise EncodeError(f"schema {entry.full_name} names no topic")
+        return self.topic_prefix + entry.topic
+
+    @staticmethod
+    def _subject_of(entry: SchemaEntry, payload: Mapping[str, Any]) -> str:
+        name = entry.subject_field
+        value = payload.get(name) if name else None
+        if not isinstance(value, str):
+            raise EncodeError(f"{entry.event_type}: subject field {name!r} missing; pass subject=")
+        return value
+
+    def _publish_identity_locked(self) -> EventRef:
+        entry = self.store.for_event_type(IDENTITY_EVENT_TYPE)
+        body = encode_body(entry, self.chain.identity_payload())
+        return self._append_locked(entry, body, self.did, self.identity_topic, True, None)
+
+    def _append_locked(self, entry: SchemaEntry, body: bytes, subject: str, topic: str, sign: bool,
+                       timestamp_ms: int | None) -> EventRef:
+        if self._closed:
+            raise ProduceError("producer is closed")
+        key = subject.encode()
+        partitions = self._partitions.get(topic) or self.partitions(topic)
+        partition = _crc32(key) % partitions
+        ref, value = self.chain.append(entry, body, subject, topic, partition, sign=sign,
+                                       timestamp_ms=timestamp_ms)
+        try:
+            self._kafka.produce(topic, value, key, partition)
+        except BufferError:
+            self._send(OutRecord(topic, partition, key, value), report=False)
+        if self.chain.open_count == 1:
+            self._open_since = time.monotonic()
+        if self.chain.open_count >= self.seal_batch:
+            self._seal_locked()
+        return ref
+
+    def _send(self, record: OutRecord, report: bool = True) -> None:
+        while True:
+            try:
+                if report:
+                    self._kafka.produce(record.topic, record.value, record.key, record.partition,
+                                        on_delivery=self._on_delivery)
+                else:
+                    self._kafka.produce(record.topic, record.value, record.key, record.partition)
+                return
+            except BufferError:
+                self._kafka.poll(0.05)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._failed += 1
+            self._errors.append(f"fatal producer error: {err.str()}")
+            log.error("fatal producer error: %s", err.str())
+        else:
+            log.warning("producer: %s", err.str())
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failed += 1
+            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+            log.error("delivery failed: %s[%s]: %s", msg.topic(), msg.partition(), err.str())
+
+    def _raise_errors(self) -> None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise ProduceError(f"{len(errors)} records failed: {errors[0]}")
+
+    def _seal_locked(self) -> int:
+        covered = self.chain.open_count
+        for record in self.chain.seal():
+            self._send(record)
+        self._kafka.poll(0)
+        return covered
+
+    def _seal_timer(self) -> None:
+        """Bound how long an event waits for its seal, even when the producer goes idle."""
+        tick = max(self.seal_interval / 4, 0.005)
+        while not self._stop.wait(tick):
+            try:
+                with self._lock:
+                    if self.chain.open_count and time.monotonic() - self._open_since >= self.seal_interval:
+                        self._seal_locked()
+                self._kafka.poll(0)
+            except Exception:  # the timer must survive; the next flush() reports errors
+                log.exception("background seal failed")

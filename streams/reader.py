@@ -1,0 +1,186 @@
+"""Read or replay any range of topics straight from Kafka, verified.
+
+Uses confluent-kafka with *assigned* partitions and auto-commit off: reading never joins
+a consumer group, never commits offsets and never disturbs the live workers. A bounded
+read stops at the high watermarks taken when it started, so "replay the log" has a
+well-defined end even while producers keep writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from swarmlog.streams.codec import SchemaStore
+from swarmlog.streams.verify import Keyring, RawRecord, Verdict, Verifier
+
+log = logging.getLogger(__name__)
+
+
+class ReadError(RuntimeError):
+    """The range could not be read (unknown topic, unreachable broker)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRange:
+    """Half-open offset range [start, stop) of one partition."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int | None  # None: follow forever
+
+
+def _consumer(bootstrap: str, extra: dict[str, Any] | None = None) -> Consumer:
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # librdkafka needs a group id even for assign(); nothing is ever committed under it.
+        "group.id": f"swarmlog-reader-{uuid.uuid4()}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": False,
+        "fetch.max.bytes": 52428800,
+        "queued.max.messages.kbytes": 262144,
+    }
+    config.update(extra or {})
+    return Consumer(config)
+
+
+def plan_ranges(bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True,
+                follow: bool = False, partitions: Sequence[int] | None = None,
+                start_offsets: dict[tuple[str, int], int] | None = None,
+                timeout: float = 10.0) -> list[PartitionRange]:
+    """Resolve topics into per-partition offset ranges (low/high watermarks now)."""
+    consumer = _consumer(bootstrap)
+    try:
+        md = consumer.list_topics(timeout=timeout)
+        ranges: list[PartitionRange] = []
+        for topic in topics:
+            info = md.topics.get(topic)
+            if info is None or info.error is not None:
+                raise ReadError(f"topic {topic!r} does not exist")
+            for pid in sorted(info.partitions):
+                if partitions is not None and pid not in partitions:
+                    continue
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, pid), timeout=timeout)
+                high = true_high_watermark(bootstrap, topic, pid, low, high, timeout)
+                if start_offsets and (topic, pid) in start_offsets:
+                    start = max(low, start_offsets[(topic, pid)])
+                else:
+                    start = low if from_beginning else high
+                ranges.append(PartitionRange(topic, pid, start, None if follow else high))
+        return ranges
+    except KafkaException as exc:
+        raise ReadError(f"cannot read metadata from {bootstrap}: {exc}") from None
+    finally:
+        consumer.close()
+
+
+def true_high_watermark(bootstrap: str, topic: str, partition: int, low: int, high: int,
+                        timeout: float = 10.0) -> int:
+    """The offset after the last record, even on brokers that under-report it.
+
+    The embedded Tansu broker reports the high watermark as (base offset of the last
+    record batch + 1) instead of (last offset + 1), so a bounded read would stop inside
+    the last batch. A fetch from ``high - 1`` returns that whole batch: its last offset
+    + 1 is the real end. On Apache Kafka this returns ``high`` unchanged.
+    """
+    if high <= low:
+        return high
+    consumer = _consumer(bootstrap)
+    try:
+        consumer.assign([TopicPartition(topic, partition, high - 1)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            offsets = [m.offset() for m in consumer.consume(10000, 0.5) if m.error() is None]
+            found = [o for o in offsets if o is not None]
+            if found:
+                return max(high, max(found) + 1)
+        raise ReadError(f"{topic}[{partition}]: no record at offset {high - 1} within {timeout:.0f}s")
+    finally:
+        consumer.close()
+
+
+def read_records(bootstrap: str, ranges: Sequence[PartitionRange], *, batch: int = 10000,
+                 idle_timeout: float | None = None, stop: Callable[[], bool] | None = None,
+                 progress: Callable[[int], None] | None = None) -> Iterator[RawRecord]:
+    """Yield every record of the ranges in per-partition order.
+
+    Bounded ranges end at their stop offsets; unbounded ones (follow) run until ``stop()``
+    returns true or nothing arrived for ``idle_timeout`` seconds.
+    """
+    todo = [r for r in ranges if r.stop is None or r.start < r.stop]
+    if not todo:
+        return
+    consumer = _consumer(bootstrap)
+    stops = {(r.topic, r.partition): r.stop for r in todo}
+    open_parts = set(stops)
+    try:
+        consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in todo])
+        last_data = time.monotonic()
+        while open_parts:
+            if stop is not None and stop():
+                return
+            messages = consumer.consume(batch, 0.5)
+            if not messages:
+                if idle_timeout is not None and time.monotonic() - last_data > idle_timeout:
+                    return
+                continue
+            last_data = time.monotonic()
+            emitted = 0
+            for msg in messages:
+                err = msg.error()
+                if err is not None:
+                    log.warning("read error on %s[%s]: %s", msg.topic(), msg.partition(), err)
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if topic is None or partition is None or offset is None:
+                    continue
+                tp = (topic, partition)
+                limit = stops.get(tp)
+                if limit is not None and offset >= limit:
+                    continue
+                value = msg.value()
+                yield RawRecord(tp[0], tp[1], offset, msg.key(), value if value is not None else b"",
+                                msg.timestamp()[1])
+                emitted += 1
+                if limit is not None and offset >= limit - 1:
+                    open_parts.discard(tp)
+            if progress is not None and emitted:
+                progress(emitted)
+            # Partitions that reached their stop are paused so the rest keep the fetch budget.
+            finished = [TopicPartition(t, p) for (t, p) in stops if (t, p) not in open_parts]
+            if finished:
+                consumer.pause(finished)
+    except KafkaException as exc:
+        raise ReadError(f"read failed: {exc}") from None
+    finally:
+        consumer.close()
+
+
+def read_verified(bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True,
+                  follow: bool = False, store: SchemaStore | None = None, keyring: Keyring | None = None,
+                  idle_timeout: float | None = None, verifier: Verifier | None = None,
+                  progress: Callable[[int], None] | None = None) -> Iterator[Verdict]:
+    """Read topics and yield a verdict for every record, in the order they are decided.
+
+    Authenticated events come out in their authentication order (the order the reducers
+    must fold them in); everything still undecided at the end comes out last as pending.
+    Pass your own ``verifier`` to inspect its ``problems`` and ``counts`` afterwards.
+    """
+    ranges = plan_ranges(bootstrap, topics, from_beginning=from_beginning, follow=follow)
+    if verifier is None:
+        verifier = Verifier(store=store, keyring=keyring)
+    verifier.from_start = from_beginning and all(r.start == 0 for r in ranges)
+    for record in read_records(bootstrap, ranges, idle_timeout=idle_timeout, progress=progress):
+        yield from verifier.feed(record)
+    yield from verifier.finish()
+
+
+__all__ = ["OFFSET_BEGINNING", "OFFSET_END", "PartitionRange", "ReadError", "plan_ranges", "read_records",
+           "read_verified"]

@@ -1,0 +1,432 @@
+"""Classify every record of a log as authenticated, pending, forged, duplicate, ...
+
+Pure and incremental: feed raw Kafka records in log order (records of different
+partitions may interleave arbitrarily) and get verdicts back as soon as they are
+decided. Nothing here touches Kafka, so the live workers, the replay engine, the audit
+and the tests all run the same rules.
+
+Rules (see docs/security.md):
+* An unsigned event is **pending** until a seal of its producer covering its lane and
+  seq arrives; it is then **authenticated** if its hash is the sealed leaf, **forged**
+  otherwise. A sealed leaf whose event never arrived is reported as a *missing* problem.
+* An inline-signed event is decided on arrival (hybrid signature over its hash).
+* (stream, lane, seq) is consumed once: a second arrival with the same hash is a
+  **duplicate**, with another hash it is **forged**.
+* An event that arrives after a later seq of its lane is **out of sequence** (reordered).
+* Seals and inline signatures only count with the producer's identity document (it
+  binds the ML-DSA-65 key to the did:key); a revoked DID authenticates nothing after
+  its revocation was fed in.
+* Events are released in the order they become authenticated: inline-signed ones at
+  their own position, sealed ones at their seal's position, in seq order. That order is
+  a function of the log alone, so replays fold exactly as the live workers did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from swarmlog.streams.codec import CodecError, SchemaStore, default_store
+from swarmlog.streams.envelope import (
+    IDENTITY_EVENT_TYPE,
+    ZERO_HASH,
+    EnvelopeCodec,
+    Event,
+    event_signing_message,
+    seal_signing_message,
+)
+from swarmlog.streams.identity import HybridSignature, InvalidDID, PublicIdentity, ed25519_public_from_did
+from swarmlog.streams.merkle import leaf_hash, root_from_leaf_hashes
+
+
+class Status(StrEnum):
+    AUTHENTICATED = "authenticated"
+    PENDING = "pending"
+    FORGED = "forged"
+    DUPLICATE = "duplicate"
+    OUT_OF_SEQUENCE = "out-of-sequence"
+    UNKNOWN_KEY = "unknown-key"
+    REVOKED_KEY = "revoked-key"
+    MALFORMED = "malformed"
+    UNKNOWN_SCHEMA = "unknown-schema"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One Kafka record as read from the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int = 0
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The decision about one record. ``event`` is None for records that are not events."""
+
+    status: Status
+    record: RawRecord
+    event: Event | None
+    reason: str = ""
+    kind: str = "event"  # "event" or "seal"
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.AUTHENTICATED
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A discrepancy that is not one record: a sealed event that never arrived, a broken chain."""
+
+    kind: str
+    lane: str
+    seq: int
+    detail: str
+    position: str
+
+
+@dataclass(slots=True)
+class _Candidate:
+    event: Event
+    record: RawRecord
+    arrival: int
+
+
+@dataclass
+class _LaneState:
+    sealed_upto: int = -1
+    sealed_hash: bytes = ZERO_HASH
+    pending: dict[int, list[_Candidate]] = field(default_factory=dict)
+    recent: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
+    inline_ok: set[int] = field(default_factory=set)
+    min_seen: int = -1
+    max_auth_seq: int = -1
+
+
+class Keyring:
+    """Identities learnt from verified identity documents, and revocations."""
+
+    def __init__(self) -> None:
+        self._by_did: dict[str, PublicIdentity] = {}
+        self._by_doc_hash: dict[bytes, PublicIdentity | None] = {}
+        self.revoked: dict[str, str] = {}
+
+    def get(self, did: str) -> PublicIdentity | None:
+        return self._by_did.get(did)
+
+    def add(self, identity: PublicIdentity) -> None:
+        self._by_did.setdefault(identity.did, identity)
+
+    def revoke(self, did: str, reason: str = "revoked") -> None:
+        self.revoked[did] = reason
+
+    def __len__(self) -> int:
+        return len(self._by_did)
+
+    def learn_identity_event(self, event: Event, store: SchemaStore) -> PublicIdentity | None:
+        """Verify a self-signed identity document; cache the result by its hash."""
+        if event.hash in self._by_doc_hash:
+            return self._by_doc_hash[event.hash]
+        identity = _verify_identity_event(event, store)
+        self._by_doc_hash[event.hash] = identity
+        if identity is not None:
+            self.add(identity)
+        return identity
+
+
+def _verify_identity_event(event: Event, store: SchemaStore) -> PublicIdentity | None:
+    if event.event_type != IDENTITY_EVENT_TYPE or event.auth is None:
+        return None
+    try:
+        doc = event.decode_payload(store)
+        ed_pub = ed25519_public_from_did(event.producer)
+    except (CodecError, InvalidDID):
+        return None
+    if doc.get("did") != event.producer:
+        return None
+    candidate = PublicIdentity(
+        did=event.producer,
+        ed25519_public=ed_pub,
+        ml_dsa_65_public=doc["ml_dsa_65_public_key"],
+        x25519_public=doc["x25519_public_key"],
+        ml_kem_768_public=doc["ml_kem_768_public_key"],
+        label=doc.get("label", ""),
+    )
+    signature = HybridSignature.from_record(event.auth["signature"])
+    if not candidate.verify(event_signing_message(event.hash), signature):
+        return None
+    return candidate
+
+
+class Verifier:
+    """Incremental log verifier; see the module docstring for the rules."""
+
+    def __init__(self, store: SchemaStore | None = None, keyring: Keyring | None = None,
+                 history: int = 4096, from_start: bool = True) -> None:
+        """``from_start``: the input begins at the start of the log, so a sealed event
+        that never arrived is a real loss; reading from the middle, only gaps after the
+        first event seen in a lane count."""
+        self.from_start = from_start
+        self.store = store or default_store()
+        self.codec = EnvelopeCodec(self.store)
+        self.keyring = keyring if keyring is not None else Keyring()
+        self.history = history
+        self.problems: list[Problem] = []
+        self._lanes: dict[tuple[bytes, str], _LaneState] = {}
+        self._statements: dict[bytes, tuple[dict[str, Any] | None, str]] = {}
+        self.counts: dict[str, int] = {}
+        self._arrivals = 0
+
+    # ------------------------------------------------------------------ feeding
+    def feed(self, record: RawRecord) -> list[Verdict]:
+        """Verdicts decided by this record (possibly for earlier records, when it is a seal)."""
+        verdicts = self._feed(record)
+        for verdict in verdicts:
+            key = verdict.status.value if verdict.kind == "event" else f"seal-{verdict.status.value}"
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return verdicts
+
+    def feed_all(self, records: Iterable[RawRecord]) -> list[Verdict]:
+        out: list[Verdict] = []
+        for record in records:
+            out.extend(self.feed(record))
+        return out
+
+    def finish(self) -> list[Verdict]:
+        """Decide what is still pending at the end of the input."""
+        out: list[Verdict] = []
+        for (_, lane_name), lane in self._lanes.items():
+            for seq in sorted(lane.pending):
+                for cand in lane.pending[seq]:
+                    if seq <= lane.sealed_upto:
+                        out.append(Verdict(Status.FORGED, cand.record, cand.event,
+                                           f"{lane_name} seq {seq} is not in any seal of its producer"))
+                    else:
+                        out.append(Verdict(Status.PENDING, cand.record, cand.event,
+                                           "no seal covering this event has been seen"))
+            lane.pending.clear()
+        for verdict in out:
+            self.counts[verdict.status.value] = self.counts.get(verdict.status.value, 0) + 1
+        return out
+
+    def _feed(self, record: RawRecord) -> list[Verdict]:
+        value = record.value
+        if not isinstance(value, (bytes, bytearray)) or not value:
+            return [Verdict(Status.MALFORMED, record, None, "empty record value")]
+        if self.codec.is_seal(value):
+            return self._on_seal(record)
+        try:
+            event = self.codec.decode(bytes(value))
+        except CodecError as exc:
+            return [Verdict(Status(exc.reason) if exc.reason in _STATUS_VALUES else Status.MALFORMED,
+                            record, None, str(exc))]
+        return self._on_event(record, event)
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, record: RawRecord, event: Event) -> list[Verdict]:
+        if event.producer in self.keyring.revoked:
+            return [Verdict(Status.REVOKED_KEY, record, event,
+                            f"producer {event.producer} was revoked: {self.keyring.revoked[event.producer]}")]
+        try:
+            ed25519_public_from_did(event.producer)
+        except InvalidDID as exc:
+            return [Verdict(Status.UNKNOWN_KEY, record, event, f"producer is not a valid did:key: {exc}")]
+        lane = self._lanes.setdefault(event.stream_key, _LaneState())
+        seq = event.seq
+        if seq < 0:
+            return [Verdict(Status.MALFORMED, record, event, "negative sequence number")]
+        known = lane.recent.get(seq)
+        if known is not None:
+            if known == event.hash:
+                return [Verdict(Status.DUPLICATE, record, event, f"{event.lane} seq {seq} already authenticated")]
+            return [Verdict(Status.FORGED, record, event,
+                            f"{event.lane} seq {seq} conflicts with the authenticated event")]
+        if seq <= lane.sealed_upto:
+            return [Verdict(Status.DUPLICATE, record, event, f"{event.lane} seq {seq} was sealed earlier")]
+        candidates = lane.pending.get(seq)
+        if candidates and any(c.event.hash == event.hash for c in candidates):
+            return [Verdict(Status.DUPLICATE, record, event, f"{event.lane} seq {seq} already received")]
+        if lane.min_seen < 0 or seq < lane.min_seen:
+            lane.min_seen = seq
+        if event.auth is not None:
+            # Lateness against *authenticated* events only: a forgery must not be able to
+            # make a genuine signed event look reordered.
+            verdict = self._check_inline(record, event, lane, seq < lane.max_auth_seq)
+            if verdict is not None:
+                return [verdict]
+        self._arrivals += 1
+        lane.pending.setdefault(seq, []).append(_Candidate(event, record, self._arrivals))
+        return []
+
+    def _check_inline(self, record: RawRecord, event: Event, lane: _LaneState, late: bool) -> Verdict | None:
+        """Decide an inline-signed event now, or return None to wait for its seal."""
+        assert event.auth is not None
+        if event.event_type == IDENTITY_EVENT_TYPE:
+            identity = self.keyring.learn_identity_event(event, self.store)
+            if identity is None:
+                return Verdict(Status.FORGED, record, event, "identity document does not verify")
+        else:
+            identity = self.keyring.get(event.producer)
+            attached = event.auth.get("identity")
+            if identity is None and attached:
+                identity = self._identity_from_bytes(attached, event.producer)
+            if identity is None:
+                return None  # cannot check the signature yet; the seal may still authenticate it
+            signature = HybridSignature.from_record(event.auth["signature"])
+            if not identity.verify(event_signing_message(event.hash), signature):
+                return Verdict(Status.FORGED, record, event, "inline hybrid signature does not verify")
+        lane.inline_ok.add(event.seq)
+        self._remember(lane, event.seq, event.hash)
+        lane.max_auth_seq = max(lane.max_auth_seq, event.seq)
+        if late:
+            return Verdict(Status.OUT_OF_SEQUENCE, record, event,
+                           f"{event.lane} seq {event.seq} arrived after a later event of its lane")
+        return Verdict(Status.AUTHENTICATED, record, event, "inline signature")
+
+    def _identity_from_bytes(self, raw: bytes, expected_did: str) -> PublicIdentity | None:
+        try:
+            doc_event = self.codec.decode(raw)
+        except CodecError:
+            return None
+        if doc_event.producer != expected_did:
+            return None
+        return self.keyring.learn_identity_event(doc_event, self.store)
+
+    def _remember(self, lane: _LaneState, seq: int, digest: bytes) -> None:
+        lane.recent[seq] = digest
+        if len(lane.recent) > self.history:
+            lane.recent.popitem(last=False)
+
+    # ------------------------------------------------------------------ seals
+    def _on_seal(self, record: RawRecord) -> list[Verdict]:
+        try:
+            seal = self.codec.decode_seal(bytes(record.value))
+        except CodecError as exc:
+            return [Verdict(Status.MALFORMED, record, None, f"undecodable seal: {exc}", kind="seal")]
+        statement, reason = self._verify_statement(seal)
+        if statement is None:
+            return [Verdict(Status.FORGED, record, None, reason, kind="seal")]
+        lane_root = next((entry for entry in statement["lanes"] if entry["lane"] == seal["lane"]), None)
+        if lane_root is None:
+            return [Verdict(Status.FORGED, record, None, f"seal copy for {seal['lane']} names no signed lane",
+                            kind="seal")]
+        first, last = lane_root["first_seq"], lane_root["last_seq"]
+        leaves: list[bytes] = seal["leaves"]
+        if last < first or len(leaves) != last - first + 1:
+            return [Verdict(Status.FORGED, record, None, "seal leaf count does not match its seq range",
+                            kind="seal")]
+        if root_from_leaf_hashes([leaf_hash(h) for h in leaves]) != lane_root["root"]:
+            return [Verdict(Status.FORGED, record, None, "seal leaves do not hash to the signed root",
+                            kind="seal")]
+        if statement["producer"] in self.keyring.revoked:
+            return [Verdict(Status.REVOKED_KEY, record, None,
+                            f"seal by revoked producer {statement['producer']}", kind="seal")]
+        lane = self._lanes.setdefault((statement["stream_id"], seal["lane"]), _LaneState())
+        return self._apply_seal(record, seal["lane"], lane, first, leaves)
+
+    def _verify_statement(self, seal: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        raw_statement: bytes = seal["statement"]
+        signature = HybridSignature.from_record(seal["signature"])
+        cache_key = hashlib.sha256(raw_statement + signature.ed25519 + signature.ml_dsa_65
+                                   + hashlib.sha256(seal["identity"]).digest()).digest()
+        cached = self._statements.get(cache_key)
+        if cached is not None:
+            return cached
+        result: tuple[dict[str, Any] | None, str]
+        try:
+            statement = self.codec.decode_statement(raw_statement)
+        except CodecError as exc:
+            result = (None, f"undecodable seal statement: {exc}")
+        else:
+            identity = self.keyring.get(statement["producer"])
+            if identity is None:
+                identity = self._identity_from_bytes(seal["identity"], statement["producer"])
+            if identity is None:
+                result = (None, f"no valid identity document for {statement['producer']}")
+            elif statement.get("hash_alg", "sha256") != "sha256":
+                result = (None, f"unsupported seal hash algorithm {statement.get('hash_alg')}")
+            elif not identity.verify(seal_signing_message(raw_statement), signature):
+                result = (None, "seal signature does not verify")
+            else:
+                result = (statement, "")
+        self._statements[cache_key] = result
+        return result
+
+    def _apply_seal(self, record: RawRecord, lane_name: str, lane: _LaneState, first: int,
+                    leaves: list[bytes]) -> list[Verdict]:
+        out: list[Verdict] = []
+        if lane.sealed_upto >= 0 and first > lane.sealed_upto + 1 and self.from_start:
+            for seq in range(lane.sealed_upto + 1, first):
+                self.problems.append(Problem("missing-seal", lane_name, seq,
+                                             "no seal covered this seq", record.position))
+        prev = lane.sealed_hash if first == lane.sealed_upto + 1 else None
+        chosen_in_order: list[_Candidate] = []
+        for index, digest in enumerate(leaves):
+            seq = first + index
+            candidates = lane.pending.pop(seq, [])
+            if seq in lane.inline_ok:
+                lane.inline_ok.discard(seq)
+                for cand in candidates:
+                    out.append(Verdict(Status.FORGED, cand.record, cand.event,
+                                       f"{lane_name} seq {seq} is not the sealed event"))
+                prev = digest
+                continue
+            if seq <= lane.sealed_upto:
+                continue  # a second copy of an older seal
+            chosen: _Candidate | None = None
+            for cand in candidates:
+                if chosen is None and cand.event.hash == digest:
+                    chosen = cand
+                else:
+                    out.append(Verdict(Status.FORGED, cand.record, cand.event,
+                                       f"{lane_name} seq {seq} is not the sealed event"))
+            if chosen is None and (self.from_start or 0 <= lane.min_seen <= seq):
+                self.problems.append(Problem("missing", lane_name, seq,
+                                             f"sealed event {digest.hex()[:16]}… never arrived",
+                                             record.position))
+            elif chosen is not None:
+                if prev is not None and chosen.event.prev_hash != prev:
+                    self.problems.append(Problem("chain-broken", lane_name, seq,
+                                                 "prev_hash does not match the predecessor's hash",
+                                                 chosen.record.position))
+                self._remember(lane, seq, digest)
+                chosen_in_order.append(chosen)
+            prev = digest
+        # An event that arrived after a later event of the same batch was reordered.
+        late: set[int] = set()
+        earliest_later = None
+        for cand in reversed(chosen_in_order):
+            if earliest_later is not None and cand.arrival > earliest_later:
+                late.add(cand.arrival)
+            earliest_later = cand.arrival if earliest_later is None else min(earliest_later, cand.arrival)
+        for cand in chosen_in_order:
+            if cand.arrival in late:
+                out.append(Verdict(Status.OUT_OF_SEQUENCE, cand.record, cand.event,
+                                   f"{lane_name} seq {cand.event.seq} arrived after a later event of its lane"))
+            else:
+                out.append(Verdict(Status.AUTHENTICATED, cand.record, cand.event, "sealed"))
+            lane.max_auth_seq = max(lane.max_auth_seq, cand.event.seq)
+        last = first + len(leaves) - 1
+        if last > lane.sealed_upto:
+            lane.sealed_upto = last
+            lane.sealed_hash = leaves[-1]
+        return out
+
+    # ------------------------------------------------------------------ misc
+    def pending_count(self) -> int:
+        return sum(len(c) for lane in self._lanes.values() for c in lane.pending.values())
+
+
+_STATUS_VALUES = {status.value for status in Status}
