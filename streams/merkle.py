@@ -45,6 +45,8 @@ from typing import Any, Protocol, cast, runtime_checkable
 __all__ = [
     "MAX_PROOF_LENGTH",
     "MAX_TREE_SIZE",
+    "SHA3_256",
+    "SHA256",
     "ConsistencyProof",
     "HashAlgorithm",
     "InclusionProof",
@@ -334,7 +336,8 @@ class NodeStore(NodeSource, Protocol):
 
     Writes arrive in append order (per level, ``index`` grows by one) and a node, once written,
     never changes -- which is what lets a RocksDB backend key nodes by ``(level, index)`` with
-    write-once semantics and batch them freely. Persisting the log *size* is the backend's job
+    write-once semantics and batch them freely. Rewriting a node with identical bytes must be
+    accepted (a retried append does that). Persisting the log *size* is the backend's job
     (write it in the same batch as the nodes); :class:`MerkleLog` reopens from ``(store, size)``.
     """
 
@@ -346,7 +349,7 @@ class NodeStore(NodeSource, Protocol):
 class MemoryNodeStore:
     """In-memory :class:`NodeStore`: one contiguous ``bytearray`` per level.
 
-    Contiguous buffers cost ``digest_size`` bytes per node (a ``list[bytes]`` costs ~2.3x that in
+    Contiguous buffers cost ``digest_size`` bytes per node (a ``list[bytes]`` costs ~2.5x that in
     object overhead), so a 10 M-leaf tree (20 M nodes) fits in ~640 MB. Nodes are write-once:
     rewriting a node with a different hash, or leaving a gap, raises :class:`ProofError` because
     either would mean the log's history changed.
@@ -793,13 +796,12 @@ class MerkleLog:
         return self._push(leaf_hash)
 
     def _push(self, h: bytes) -> int:
+        buffers = self._buffers
+        if buffers is None:
+            return self._push_to_store(h)
         index = i = self._size
         frontier = self._frontier
-        buffers = self._buffers
-        if buffers is not None:
-            buffers[0] += h
-        else:
-            self._store.put_node(0, index, h)
+        buffers[0] += h
         if i & 1:
             # Each trailing 1-bit of the old size is a completed left sibling on the stack: merge.
             node = self._impl.node
@@ -808,12 +810,36 @@ class MerkleLog:
                 h = node(_NODE_PREFIX + frontier.pop() + h).digest()
                 i >>= 1
                 level += 1
-                if buffers is None:
-                    self._store.put_node(level, i, h)
-                elif level < len(buffers):
+                if level < len(buffers):
                     buffers[level] += h
                 else:
                     buffers.append(bytearray(h))
+        frontier.append(h)
+        self._size = index + 1
+        return index
+
+    def _push_to_store(self, h: bytes) -> int:
+        """The same append through ``put_node``, computing every node before the first write.
+
+        A backend's ``put_node`` may fail (disk full, write-once conflict); the log's own state
+        (frontier, size) changes only after all writes succeeded, so a failed append can simply be
+        retried and nodes already written are rewritten with identical bytes.
+        """
+        index = i = self._size
+        frontier = self._frontier
+        writes = [(0, index, h)]
+        node = self._impl.node
+        merged = 0
+        while i & 1:
+            merged += 1
+            h = node(_NODE_PREFIX + frontier[-merged] + h).digest()
+            i >>= 1
+            writes.append((merged, i, h))
+        put = self._store.put_node
+        for level, position, digest in writes:
+            put(level, position, digest)
+        if merged:
+            del frontier[-merged:]
         frontier.append(h)
         self._size = index + 1
         return index

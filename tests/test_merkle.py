@@ -514,8 +514,22 @@ class DictStore:
         return self.nodes.get((level, index))
 
     def put_node(self, level: int, index: int, digest: bytes) -> None:
-        assert (level, index) not in self.nodes, "nodes are written once"
-        self.nodes[(level, index)] = digest
+        assert self.nodes.setdefault((level, index), digest) == digest, "nodes are written once"
+
+
+class FlakyStore(DictStore):
+    """Fails every ``fail_every``-th write, like a backend hitting a transient I/O error."""
+
+    def __init__(self, fail_every: int) -> None:
+        super().__init__()
+        self.fail_every = fail_every
+        self.writes = 0
+
+    def put_node(self, level: int, index: int, digest: bytes) -> None:
+        self.writes += 1
+        if self.writes % self.fail_every == 0:
+            raise OSError("transient write failure")
+        super().put_node(level, index, digest)
 
 
 def test_external_store_gives_same_tree_and_log_n_reads() -> None:
@@ -540,6 +554,26 @@ def test_external_store_gives_same_tree_and_log_n_reads() -> None:
     reopened.append(b"more")
     memory.append(b"more")
     assert reopened.root() == memory.root()
+
+
+def test_failed_append_leaves_the_log_unchanged_and_can_be_retried() -> None:
+    leaves = [i.to_bytes(2, "big") for i in range(200)]
+    log = m.MerkleLog(store=FlakyStore(fail_every=11))  # > the 8 writes of the largest append
+    failures = 0
+    for leaf in leaves:
+        while True:
+            before = (log.size, log.root())
+            try:
+                log.append(leaf)
+                break
+            except OSError:
+                failures += 1
+                assert (log.size, log.root()) == before
+    assert failures > 20
+    reference = build_log(leaves)
+    assert log.root() == reference.root()
+    assert log.inclusion_proof(123) == reference.inclusion_proof(123)
+    assert log.consistency_proof(77) == reference.consistency_proof(77)
 
 
 def test_missing_or_corrupt_nodes_are_reported() -> None:
