@@ -60,13 +60,13 @@ def make_log(identity: Identity, payloads: list[dict[str, Any]], partitions: int
              seal_every: int = 5) -> list[RawRecord]:
     writer = ChainWriter(identity)
     out: list[OutRecord] = []
-    ref, value = writer.append(IDENTITY_ENTRY, encode_body(IDENTITY_ENTRY, writer.identity_payload()), identity.did,
+    _ref, value = writer.append(IDENTITY_ENTRY, encode_body(IDENTITY_ENTRY, writer.identity_payload()), identity.did,
                                "trust", 0, sign=True)
     out.append(OutRecord("trust", 0, b"", value))
     for i, body in enumerate(payloads):
         subject = f"s{i % 4}"
         partition = zlib.crc32(subject.encode()) % partitions  # as every swarmlog producer does
-        ref, value = writer.append(DEAD, encode_body(DEAD, body), subject, "events", partition)
+        _ref, value = writer.append(DEAD, encode_body(DEAD, body), subject, "events", partition)
         out.append(OutRecord("events", partition, subject.encode(), value))
         if (i + 1) % seal_every == 0:
             out.extend(writer.seal())
