@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import Producer
+
 from swarmlog.infra.broker import EmbeddedBroker
 from swarmlog.infra.topics import ensure_topics
 from swarmlog.streams.identity import Identity

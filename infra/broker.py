@@ -45,6 +45,7 @@ from typing import IO, Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from pydantic import BaseModel, Field
+
 from swarmlog.streams.settings import get_settings
 
 log = logging.getLogger(__name__)

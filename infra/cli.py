@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import click
 import typer
+
 from swarmlog.streams.codec import CodecError, default_store
 from swarmlog.streams.settings import get_settings
 
@@ -263,6 +264,7 @@ def _parse_json_documents(text: str) -> list[Any]:
 
 def _ensure_topic(bootstrap: str, topic: str) -> None:
     from confluent_kafka.admin import NewTopic
+
     from swarmlog.infra.broker import admin_client
 
     admin = admin_client(bootstrap)

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+
 from swarmlog.infra import broker as _broker
 from swarmlog.infra import topics as _topics
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+
 from swarmlog.streams.identity import PublicIdentity
 from swarmlog.streams.keystore import (
     InvalidKeyName,

@@ -34,6 +34,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 from pydantic import BaseModel, Field
+
 from swarmlog.infra.broker import admin_client, client_config
 from swarmlog.streams.settings import Settings, get_settings
 

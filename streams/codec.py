@@ -26,6 +26,7 @@ from typing import Any
 import fastavro
 import fastavro.validation
 from fastavro.schema import to_parsing_canonical_form
+
 from swarmlog.streams.avro_compile import Decoder, Encoder, compile_schema
 
 MAGIC = b"\xc3\x01"

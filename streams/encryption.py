@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from swarmlog.streams.identity import Identity, PublicIdentity
 from swarmlog.streams.pqc import ML_KEM_768_CIPHERTEXT_SIZE, get_backend
 

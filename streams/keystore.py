@@ -48,6 +48,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
 from swarmlog.streams.identity import Identity, PublicIdentity
 from swarmlog.streams.settings import get_settings
 

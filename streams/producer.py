@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+
 from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord
 from swarmlog.streams.codec import EncodeError, SchemaEntry, SchemaStore, default_store, encode_body
 from swarmlog.streams.envelope import IDENTITY_EVENT_TYPE

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+
 from swarmlog.streams.codec import SchemaStore
 from swarmlog.streams.verify import Keyring, RawRecord, Verdict, Verifier
 

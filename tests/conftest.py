@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from swarmlog.infra.broker import EmbeddedBroker, admin_client
 from swarmlog.infra.topics import delete_topics, ensure_topics
 from swarmlog.streams.settings import get_settings

@@ -21,11 +21,12 @@ import pytest
 import typer
 from confluent_kafka import Producer
 from confluent_kafka.admin import ConfigResource
+from typer.testing import CliRunner
+
 from swarmlog.infra import broker as B
 from swarmlog.infra import cli_broker
 from swarmlog.infra import topics as T
 from swarmlog.streams.settings import get_settings
-from typer.testing import CliRunner
 
 if TYPE_CHECKING:
     from conftest import TopicFactory

@@ -10,6 +10,7 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from swarmlog.streams.avro_compile import read_long, write_long
 from swarmlog.streams.codec import (
     CodecError,

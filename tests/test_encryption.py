@@ -8,6 +8,7 @@ from functools import cache
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from swarmlog.streams.encryption import (
     HEADER_SIZE,
     MAGIC,

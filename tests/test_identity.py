@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from swarmlog.streams.identity import (
     HYBRID_SIGNATURE_PREFIX,
     HybridSignature,

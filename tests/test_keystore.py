@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from swarmlog.infra.cli_keys import app
 from swarmlog.streams.keystore import (
     CorruptKeyFile,
@@ -24,7 +26,6 @@ from swarmlog.streams.keystore import (
     WrongPassphrase,
 )
 from swarmlog.streams.settings import get_settings
-from typer.testing import CliRunner
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from swarmlog.streams import merkle as m
 
 HashFn = Callable[[bytes], Any]

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import mldsa, mlkem
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from swarmlog.streams import pqc
 from swarmlog.streams.pqc import (
     LIBOQS_UNAVAILABLE_REASON,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import Producer
+
 from swarmlog.streams.codec import EncodeError
 from swarmlog.streams.envelope import EnvelopeCodec
 from swarmlog.streams.identity import Identity

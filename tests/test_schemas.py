@@ -24,9 +24,10 @@ from typing import Any
 
 import fastavro
 import pytest
-import swarmlog.schemas
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import swarmlog.schemas
 from swarmlog.streams.codec import MAGIC, CodecError, SchemaEntry, SchemaStore, default_store
 
 SCHEMA_ROOT = Path(swarmlog.schemas.__file__).parent

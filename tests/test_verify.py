@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from swarmlog.streams.chain import ChainWriter, OutRecord
 from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.envelope import EnvelopeCodec
