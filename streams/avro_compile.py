@@ -149,6 +149,7 @@ class _Compiler:
         self.enc_funcs: dict[str, str] = {}
         self.dec_funcs: dict[str, str] = {}
         self.counter = 0
+        self._in_union = False
 
     def _fresh(self, prefix: str) -> str:
         self.counter += 1
@@ -182,15 +183,20 @@ class _Compiler:
             return
         if isinstance(schema, str):
             if schema == "null":
-                body.append(f"{indent}if {value} is not None: raise TypeError('expected null')")
+                # inside a union the branch test already proved it; at top level check it
+                if not self._in_union:
+                    body.append(f"{indent}if {value} is not None: raise TypeError('expected null')")
             elif schema == "boolean":
                 body.append(f"{indent}if {value} is True: {out}.append(b'\\x01')")
                 body.append(f"{indent}elif {value} is False: {out}.append(b'\\x00')")
                 body.append(f"{indent}else: raise TypeError('expected boolean')")
-            elif schema == "int":
-                body.append(f"{indent}{out}.append(_write_int({value}))")
-            elif schema == "long":
-                body.append(f"{indent}{out}.append(_write_long({value}))")
+            elif schema in ("int", "long"):
+                # small non-negative values (counts, loads, seqs) skip the call: a table lookup
+                v = self._fresh("_i")
+                slow = "_write_int" if schema == "int" else "_write_long"
+                body.append(f"{indent}{v} = {value}")
+                body.append(f"{indent}{out}.append(_VS[{v}] if type({v}) is int and 0 <= {v} < {_SMALL} "
+                            f"else {slow}({v}))")
             elif schema == "double":
                 body.append(f"{indent}{out}.append(_pack_double({value}))")
             elif schema == "float":
@@ -256,7 +262,11 @@ class _Compiler:
             first = False
             body.append(f"{indent}{kw} {test}:")
             body.append(f"{indent}    {out}.append({self._const(write_long(index))})")
-            self.enc_expr(branch, v, out, indent + "    ", body)
+            self._in_union = True
+            try:
+                self.enc_expr(branch, v, out, indent + "    ", body)
+            finally:
+                self._in_union = False
         body.append(f"{indent}else: raise TypeError('value matches no union branch')")
 
     def _union_test(self, schema: Any, v: str, kinds: set[str]) -> str:
@@ -291,6 +301,7 @@ class _Compiler:
         fn = self._fresh("_enc_")
         self.enc_funcs[name] = fn
         schema = self.named[name]
+        outer_in_union, self._in_union = self._in_union, False  # a named type's body starts afresh
         body: list[str] = [f"def {fn}(r):"]
         kind = schema["type"]
         if kind == "record":
@@ -314,6 +325,7 @@ class _Compiler:
             body.append(f"    if len(r) != {size}: raise ValueError('fixed {name} needs {size} bytes')")
             body.append("    return bytes(r)")
         self.lines.extend(body)
+        self._in_union = outer_in_union
         return fn
 
     # ------------------------------------------------------------------ decoding
