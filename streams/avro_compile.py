@@ -83,6 +83,8 @@ def write_int(n: int) -> bytes:
 def read_long(buf: bytes, pos: int) -> tuple[int, int]:
     """Read a zig-zag varint; rejects encodings longer than 10 bytes."""
     b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
     pos += 1
     z = b & 0x7F
     shift = 7

@@ -45,6 +45,17 @@ def partition_for(key: bytes, partitions: int) -> int:
     return _crc32(key) % partitions
 
 
+def shared_kafka_producer(bootstrap: str, **overrides: Any) -> Producer:
+    """A confluent-kafka producer with swarmlog's delivery settings, to share between identities."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+        "batch.num.messages": 10000, "queue.buffering.max.messages": 1_000_000,
+        "enable.gapless.guarantee": True,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
 class EventProducer:
     """Produces signed, chained, sealed swarmlog events with confluent-kafka.
 
@@ -63,7 +74,11 @@ class EventProducer:
         identity_topic: str | None = None,
         kafka_config: Mapping[str, Any] | None = None,
         metadata_timeout: float = 10.0,
+        kafka: Producer | None = None,
     ) -> None:
+        """``kafka``: share one confluent-kafka producer between many identities (a
+        simulation of hundreds of agents must not start hundreds of librdkafka clients);
+        it must be configured like ``shared_kafka_producer`` makes it."""
         if seal_batch < 1:
             raise ValueError("seal_batch must be >= 1")
         self.identity = identity
@@ -89,7 +104,7 @@ class EventProducer:
             "error_cb": self._on_error,
         }
         config.update(kafka_config or {})
-        self._kafka = Producer(config)
+        self._kafka = kafka if kafka is not None else Producer(config)
         self._lock = threading.RLock()
         self._partitions: dict[str, int] = {}
         self._open_since = 0.0

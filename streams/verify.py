@@ -188,6 +188,7 @@ class Verifier:
         self._statements: dict[bytes, tuple[dict[str, Any] | None, str]] = {}
         self.counts: dict[str, int] = {}
         self._arrivals = 0
+        self._did_problems: dict[str, str] = {}
 
     # ------------------------------------------------------------------ feeding
     def feed(self, record: RawRecord) -> list[Verdict]:
@@ -239,10 +240,18 @@ class Verifier:
         if event.producer in self.keyring.revoked:
             return [Verdict(Status.REVOKED_KEY, record, event,
                             f"producer {event.producer} was revoked: {self.keyring.revoked[event.producer]}")]
-        try:
-            ed25519_public_from_did(event.producer)
-        except InvalidDID as exc:
-            return [Verdict(Status.UNKNOWN_KEY, record, event, f"producer is not a valid did:key: {exc}")]
+        did_problem = self._did_problems.get(event.producer)
+        if did_problem is None:
+            try:
+                ed25519_public_from_did(event.producer)
+                did_problem = ""
+            except InvalidDID as exc:
+                did_problem = str(exc)
+            if len(self._did_problems) > 100_000:  # bounded: garbage producers must not grow it forever
+                self._did_problems.clear()
+            self._did_problems[event.producer] = did_problem
+        if did_problem:
+            return [Verdict(Status.UNKNOWN_KEY, record, event, f"producer is not a valid did:key: {did_problem}")]
         lane = self._lanes.setdefault(event.stream_key, _LaneState())
         seq = event.seq
         if seq < 0:
@@ -427,6 +436,14 @@ class Verifier:
     # ------------------------------------------------------------------ misc
     def pending_count(self) -> int:
         return sum(len(c) for lane in self._lanes.values() for c in lane.pending.values())
+
+    def pending_positions(self) -> set[tuple[str, int, int]]:
+        """(topic, partition, offset) of every record still waiting for its seal.
+
+        A consumer must not commit past these: after a crash they have to be read again.
+        """
+        return {(c.record.topic, c.record.partition, c.record.offset)
+                for lane in self._lanes.values() for cands in lane.pending.values() for c in cands}
 
 
 _STATUS_VALUES = {status.value for status in Status}
