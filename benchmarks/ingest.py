@@ -116,6 +116,30 @@ def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: 
     return n / (time.perf_counter() - start)
 
 
+def bench_breakdown(identity: Identity, n: int) -> dict[str, float]:
+    """Microseconds per event of each step of the signed path, measured in isolation (no Kafka)."""
+    from swarmlog.streams.chain import ChainWriter
+    from swarmlog.streams.codec import default_store, encode_body
+
+    store = default_store()
+    entry = store.for_event_type(EVENT_TYPE)
+    ident_entry = store.for_event_type("trust.identity")
+    writer = ChainWriter(identity)
+    writer.append(ident_entry, encode_body(ident_entry, writer.identity_payload()), identity.did, "t", 0, sign=True)
+    payloads = [heartbeat(i) for i in range(n)]
+    keys = [p["agent_id"].encode() for p in payloads]
+    encode = entry.encode_body
+    start = time.perf_counter()
+    bodies = [encode(p) for p in payloads]
+    encode_us = (time.perf_counter() - start) / n * 1e6
+    start = time.perf_counter()
+    for chunk in range(0, n, 1024):
+        writer.append_many(entry, bodies[chunk:chunk + 1024], keys[chunk:chunk + 1024], "t", PARTITIONS)
+        writer.seal()
+    chain_and_seal_us = (time.perf_counter() - start) / n * 1e6
+    return {"payload_encode_us": encode_us, "chain_and_seal_us": chain_and_seal_us}
+
+
 def bench_read(bootstrap: str, topic: str, trust: str) -> tuple[float, float, int]:
     ranges = plan_ranges(bootstrap, [topic])
     start = time.perf_counter()
@@ -163,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         raw_rate = bench_raw(bootstrap, raw_topic, raw_values, keys)
         results["raw_produce_per_s"] = raw_rate
         print(f"raw confluent-kafka produce ({size} B): {raw_rate:,.0f} msg/s", file=sys.stderr)
+        breakdown = bench_breakdown(identity, min(args.events, 50_000))
+        breakdown["raw_produce_call_us"] = 1e6 / raw_rate
+        results["breakdown_us_per_event"] = breakdown
+        print("per event: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items()), file=sys.stderr)
         default_batch = 1024
         for bulk in (False, True):
             api = "produce_many" if bulk else "produce"
