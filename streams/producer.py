@@ -75,6 +75,8 @@ class EventProducer:
         kafka_config: Mapping[str, Any] | None = None,
         metadata_timeout: float = 10.0,
         kafka: Producer | None = None,
+        background_seal: bool = True,
+        topic_overrides: Mapping[str, str] | None = None,
     ) -> None:
         """``kafka``: share one confluent-kafka producer between many identities (a
         simulation of hundreds of agents must not start hundreds of librdkafka clients);
@@ -88,6 +90,8 @@ class EventProducer:
         self.seal_interval = seal_interval_ms / 1000.0
         self.topic_prefix = topic_prefix
         self.identity_topic = identity_topic or topic_prefix + "trust"
+        # event type → exact topic name, for deployments (and tests) that move a type elsewhere
+        self.topic_overrides = dict(topic_overrides or {})
         self.metadata_timeout = metadata_timeout
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
@@ -112,8 +116,11 @@ class EventProducer:
         self._failed = 0
         self._closed = False
         self._stop = threading.Event()
+        # background_seal=False: the caller seals (many producers in one process must not
+        # each run a timer thread); the size bound and flush()/close() still seal.
         self._sealer = threading.Thread(target=self._seal_timer, name="swarmlog-sealer", daemon=True)
-        self._sealer.start()
+        if background_seal:
+            self._sealer.start()
 
     @property
     def did(self) -> str:
@@ -226,7 +233,8 @@ class EventProducer:
         if self._closed:
             return
         self._stop.set()
-        self._sealer.join(timeout=5)
+        if self._sealer.is_alive():
+            self._sealer.join(timeout=5)
         try:
             self.flush(timeout)
         finally:
@@ -263,6 +271,9 @@ class EventProducer:
 
     # ------------------------------------------------------------------ internals
     def _topic_of(self, entry: SchemaEntry) -> str:
+        override = self.topic_overrides.get(entry.event_type or "")
+        if override:
+            return override
         if not entry.topic:
             raise EncodeError(f"schema {entry.full_name} names no topic")
         return self.topic_prefix + entry.topic

@@ -1,0 +1,217 @@
+"""The swarmlog Faust app: one worker process, any number of them in one consumer group.
+
+Domains (each one thin Faust agent over ``PartitionedRuntime``):
+
+* ``coordination`` — topics ``commands`` + ``receipts`` (both keyed by command id, so
+  co-partitioned): the routing projection decides every command and emits
+  ``commands.routed`` / ``commands.route_failed``;
+* ``consensus`` — topic ``consensus``: proposals, individually signed votes, decisions;
+* ``sessions`` — topic ``sessions``.
+
+The registry is read by routing for *every* agent, whichever partition its events are
+on, so each worker keeps a full **registry replica**: a background reader that follows
+all partitions of ``agents``, ``commands`` and ``receipts`` with assigned partitions (no
+consumer group) and folds them with the same engine. Registry state obeys the
+determinism rule (docs/architecture.md), so every replica converges to the same state.
+
+Faust runs at-least-once (the embedded broker rejects transactional producers); tables
+live in RocksDB (rocksdict) with changelog topics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+import mode
+from faust.streams import _current_event
+
+from swarmlog.processors.runtime import OutputSink, PartitionedRuntime, TableStore
+from swarmlog.projections.base import MemoryStore, Projection, StateStore
+from swarmlog.projections.engine import Engine
+from swarmlog.streams.producer import EventProducer
+from swarmlog.streams.reader import plan_ranges, read_records
+from swarmlog.streams.verify import RawRecord
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+BATCH_WITHIN_S = 0.2
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs; built by the CLI from settings."""
+
+    bootstrap: str
+    name: str
+    datadir: Path
+    topic_prefix: str = ""
+    partitions: int = 6
+    web_port: int = 6066
+    embedded: bool = True
+    app_id: str = "swarmlog"
+
+
+def _faust_broker_settings(embedded: bool) -> dict[str, Any]:
+    """Short group timeouts on the embedded broker (≈5 s to first event instead of ≈30 s)."""
+    if not embedded:
+        return {}
+    return {"broker_session_timeout": 6.0, "broker_rebalance_timeout": 6.0, "broker_heartbeat_interval": 1.0,
+            "broker_commit_interval": 1.0}
+
+
+class RegistryReplica:
+    """A full, continuously updated registry folded from the log by a background reader."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], projections: Sequence[Projection]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.engine = Engine(projections)
+        self.stores: dict[str, StateStore] = dict(self.engine.stores)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swarmlog-registry-replica", daemon=True)
+        self.records = 0
+
+    def start(self) -> None:
+        if self.engine.projections:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            ranges = plan_ranges(self.bootstrap, self.topics, follow=True)
+            for record in read_records(self.bootstrap, ranges, stop=self._stop.is_set):
+                self.engine.feed(record)
+                self.records += 1
+        except Exception:
+            log.exception("registry replica stopped")
+
+
+def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
+    from swarmlog.projections.consensus import ConsensusProjection
+    from swarmlog.projections.routing import RoutingProjection
+    from swarmlog.projections.sessions import SessionProjection
+
+    return {
+        "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
+        "consensus": (("consensus",), lambda: [ConsensusProjection()]),
+        "sessions": (("sessions",), lambda: [SessionProjection()]),
+    }
+
+
+def default_replica_projections() -> list[Projection]:
+    from swarmlog.projections.registry import RegistryProjection
+
+    return [RegistryProjection()]
+
+
+def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProducer],
+               domains: dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]] | None = None,
+               replica_projections: Callable[[], list[Projection]] | None = None) -> faust.App:
+    """Build the Faust app. ``domains``: name → (logical topics, projections factory)."""
+    domains = domains or default_domains()
+    replica_factory = replica_projections or default_replica_projections
+    prefix = config.topic_prefix
+    config.datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    app = faust.App(
+        f"{config.app_id}{'-' + prefix.strip('.-_') if prefix else ''}",
+        broker=f"kafka://{config.bootstrap}",
+        store="rocksdb://",
+        datadir=str(config.datadir),
+        processing_guarantee="at_least_once",
+        topic_partitions=config.partitions,
+        topic_replication_factor=1,
+        web_port=config.web_port,
+        web_bind="127.0.0.1",
+        consumer_auto_offset_reset="earliest",
+        table_cleanup_interval=30.0,
+        **_faust_broker_settings(config.embedded),
+    )
+    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts")],
+                              replica_factory())
+    sink_holder: dict[str, OutputSink] = {}
+
+    def sink() -> OutputSink:
+        if "sink" not in sink_holder:
+            sink_holder["sink"] = OutputSink(producer_factory(), config.name, prefix)
+        return sink_holder["sink"]
+
+    for domain, (topics, factory) in domains.items():
+        _add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink, config.partitions)
+
+    @app.service
+    class SwarmlogLifecycle(mode.Service):
+        """Starts the registry replica with the worker; stops it and flushes outputs on exit."""
+
+        async def on_start(self) -> None:
+            replica.start()
+
+        async def on_stop(self) -> None:
+            replica.stop()
+            if "sink" in sink_holder:
+                sink_holder["sink"].producer.close()
+
+    app.swarmlog_replica = replica  # type: ignore[attr-defined]
+    return app
+
+
+def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Callable[[], list[Projection]],
+                replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int) -> None:
+    projections = factory()
+    # keys and values go through Faust's default JSON serializer
+    tables = {p.name: app.Table(f"swarmlog-{p.name}", default=None, partitions=partitions) for p in projections}
+
+    def store_for(name: str) -> StateStore:
+        return TableStore(tables[name])
+
+    channel = app.topic(*topic_names, value_serializer="raw", key_serializer="raw")
+
+    async def agent(stream: faust.StreamT) -> None:
+        runtime = PartitionedRuntime(projections, store_for, extra_stores=_replica_stores(projections, replica))
+        unacked: dict[tuple[str, int, int], Any] = {}
+        manual: Any = cast(Any, stream).noack()  # acks only once a record is decided (see runtime.py)
+        async for events in manual.take_events(BATCH, within=BATCH_WITHIN_S):
+            records = [
+                RawRecord(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.key,
+                          ev.message.value if isinstance(ev.message.value, bytes) else b"",
+                          int((ev.message.timestamp or 0) * 1000))
+                for ev in events
+            ]
+            outcome, pending = runtime.process(records, lambda i, batch=events: _set_current_event(batch[i]))
+            out = sink()
+            out.emit(outcome)
+            if outcome.derived or outcome.dead_letters:
+                out.flush()  # outputs are delivered before their sources are acknowledged
+            for ev, record in zip(events, records, strict=True):
+                unacked[(record.topic, record.partition, record.offset)] = ev
+            for position in [p for p in unacked if p not in pending]:
+                unacked.pop(position).ack()
+
+    agent.__name__ = f"swarmlog_{domain}"
+    app.agent(channel, name=f"swarmlog.{domain}")(agent)
+
+
+def _set_current_event(event: Any) -> None:
+    """Table writes use the current event's partition for their changelog record.
+
+    ``take_events`` yields a batch without setting Faust's current event, so we set it per
+    record: a write made while folding record r lands in r's partition's changelog, which
+    is the partition the owner of r restores on failover.
+    """
+    _current_event.set(weakref.ref(event))
+
+
+def _replica_stores(projections: Sequence[Projection], replica: RegistryReplica) -> dict[str, StateStore]:
+    needed = {name for p in projections for name in p.reads}
+    return {name: replica.stores.get(name, MemoryStore()) for name in needed}
