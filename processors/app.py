@@ -33,6 +33,7 @@ import mode
 from faust.streams import _current_event
 
 from swarmlog.processors.runtime import OutputSink, PartitionedRuntime, TableStore
+from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
 from swarmlog.streams.producer import EventProducer
@@ -147,8 +148,11 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
             sink_holder["sink"] = OutputSink(producer_factory(), config.name, prefix)
         return sink_holder["sink"]
 
+    all_stores: dict[str, StateStore] = dict(replica.stores)
     for domain, (topics, factory) in domains.items():
-        _add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink, config.partitions)
+        all_stores.update(
+            _add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink, config.partitions))
+    add_views(app, lambda: all_stores)
 
     @app.service
     class SwarmlogLifecycle(mode.Service):
@@ -156,8 +160,10 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
 
         async def on_start(self) -> None:
             replica.start()
+            write_endpoint(config.datadir, config.name, f"http://127.0.0.1:{config.web_port}")
 
         async def on_stop(self) -> None:
+            (config.datadir / ENDPOINT_FILE).unlink(missing_ok=True)
             replica.stop()
             if "sink" in sink_holder:
                 sink_holder["sink"].producer.close()
@@ -167,7 +173,8 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
 
 
 def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Callable[[], list[Projection]],
-                replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int) -> None:
+                replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int) -> dict[str, StateStore]:
+    """Register the domain's agent and tables; return its projections' stores (for the views)."""
     projections = factory()
     # keys and values go through Faust's default JSON serializer
     tables = {p.name: app.Table(f"swarmlog-{p.name}", default=None, partitions=partitions) for p in projections}
@@ -200,6 +207,7 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
 
     agent.__name__ = f"swarmlog_{domain}"
     app.agent(channel, name=f"swarmlog.{domain}")(agent)
+    return {name: store_for(name) for name in tables}
 
 
 def _set_current_event(event: Any) -> None:

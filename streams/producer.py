@@ -45,15 +45,29 @@ def partition_for(key: bytes, partitions: int) -> int:
     return _crc32(key) % partitions
 
 
-def shared_kafka_producer(bootstrap: str, **overrides: Any) -> Producer:
-    """A confluent-kafka producer with swarmlog's delivery settings, to share between identities."""
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """confluent-kafka settings every swarmlog producer uses.
+
+    A per-record delivery callback halves confluent-kafka's produce rate, so only seal
+    records carry one. Idempotence + the gapless guarantee mean a partition never has a
+    hole: a lost record is a fatal error that fails every later record, and a delivered
+    seal acknowledges every event before it. The gapless guarantee does not cover records
+    failed by ``message.timeout.ms``, so that timeout is infinite: a record that cannot be
+    delivered stays queued and ``flush()`` reports it instead of dropping it.
+    """
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
         "batch.num.messages": 10000, "queue.buffering.max.messages": 1_000_000,
-        "enable.gapless.guarantee": True,
+        "enable.gapless.guarantee": True, "message.timeout.ms": 0,
+        "log_level": 3,  # errors only: the gapless setting is flagged "experimental" on every start
     }
     config.update(overrides)
-    return Producer(config)
+    return config
+
+
+def shared_kafka_producer(bootstrap: str, **overrides: Any) -> Producer:
+    """A confluent-kafka producer with swarmlog's delivery settings, to share between identities."""
+    return Producer(producer_config(bootstrap, **overrides))
 
 
 class EventProducer:
@@ -93,20 +107,7 @@ class EventProducer:
         # event type → exact topic name, for deployments (and tests) that move a type elsewhere
         self.topic_overrides = dict(topic_overrides or {})
         self.metadata_timeout = metadata_timeout
-        config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "batch.num.messages": 10000,
-            "queue.buffering.max.messages": 1_000_000,
-            # A per-record delivery callback halves confluent-kafka's produce rate, so only
-            # seal records carry one. With idempotence + gapless guarantee a partition
-            # never has a hole: a lost record is a fatal error (error_cb) that fails every
-            # later record, and a delivered seal acknowledges every event before it.
-            "enable.gapless.guarantee": True,
-            "error_cb": self._on_error,
-        }
+        config = producer_config(bootstrap, error_cb=self._on_error)
         config.update(kafka_config or {})
         self._kafka = kafka if kafka is not None else Producer(config)
         self._lock = threading.RLock()
