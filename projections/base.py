@@ -130,16 +130,23 @@ class Projection(ABC):
 
 
 def fold(projection: Projection, stores: Stores, event: Event, payload: dict[str, Any]) -> list[Derived] | None:
-    """Apply ``event`` once: None if this (stream, lane, seq) was already applied.
+    """Apply ``event`` once: None if this (stream, lane, seq) was already decided.
 
-    ``InvalidEvent`` propagates and leaves the store untouched *including* the mark, so a
-    refused event is refused again, identically, on redelivery or replay.
+    A refusal is a decision too: when the reducer raises ``InvalidEvent`` the mark is
+    written (the reducer wrote nothing else) and the exception propagates. Otherwise a
+    redelivered refused event would be judged again against *later* state — a heartbeat
+    refused as unknown-agent would be accepted after the agent registered — and replay
+    would no longer reproduce the live decision.
     """
     mark_key = f"{APPLIED_PREFIX}{event.stream_id.hex()}/{event.lane}"
     mark = stores.own.get(mark_key)
     if isinstance(mark, int) and event.seq <= mark:
         return None
-    derived = projection.apply(stores, EventContext.of(event), payload)
+    try:
+        derived = projection.apply(stores, EventContext.of(event), payload)
+    except InvalidEvent:
+        stores.own.put(mark_key, event.seq)
+        raise
     stores.own.put(mark_key, event.seq)
     return derived
 
