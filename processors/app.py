@@ -106,8 +106,10 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
 
     return {
         "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
-        "consensus": (("consensus",), lambda: [ConsensusProjection()]),
-        "sessions": (("sessions",), lambda: [SessionProjection()]),
+        # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
+        # every table write stays in that partition's shard (docs/architecture.md)
+        "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
+        "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
     }
 
 
