@@ -48,7 +48,12 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys
+    from swarmlog.infra import cli_broker, cli_keys, cli_query, cli_worker
+
+    app.command("worker")(cli_worker.worker_command)
+    app.add_typer(cli_query.agents_app, name="agents")
+    app.add_typer(cli_query.consensus_app, name="consensus")
+    app.add_typer(cli_query.commands_app, name="commands")
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")
@@ -60,6 +65,52 @@ def _root(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("run")
+def run_cmd(
+    agents: Annotated[int, typer.Option(min=1, help="Simulated agents, each with its own identity.")] = 200,
+    commands: Annotated[int, typer.Option(min=1, help="Commands the orchestrator sends.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 2028,
+    timeout: Annotated[float, typer.Option(help="Give up waiting for the worker after this many seconds.")] = 180,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The main job: a simulated multi-cloud agent population on a real broker and worker.
+
+    Starts the embedded broker (unless SWARMLOG_BOOTSTRAP is set) and a worker, registers
+    the agents, routes commands with every strategy, collects receipts, runs a BFT vote on
+    a critical operation, then replays and verifies the whole log and prints a summary.
+    """
+    from swarmlog.infra.run import run_main_job
+
+    summary = run_main_job(agents, commands, seed, timeout, progress=not json_out)
+    if json_out:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
+    if not summary.get("complete"):
+        fail("the run did not complete (see the worker log tail above)", 1)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table("", "", title="swarmlog run", show_header=False)
+    for key in ("broker", "agents", "commands_sent", "routed", "route_failed", "receipts", "votes", "consensus",
+                "seconds_to_first_route", "seconds_to_decision"):
+        value = summary.get(key)
+        table.add_row(key.replace("_", " "), f"{value:.1f}" if isinstance(value, float) else str(value))
+    table.add_row("route failures", json.dumps(summary.get("route_failures_by_reason", {})))
+    table.add_row("commands (replayed)", json.dumps(summary.get("commands_by_status", {})))
+    table.add_row("agents per capability", json.dumps(summary.get("agents_per_capability", {})))
+    table.add_row("proposals (replayed)", json.dumps(summary.get("proposals", [])))
+    table.add_row("verification (replayed)", json.dumps(summary.get("verification", {})))
+    table.add_row("phases (s)", json.dumps(summary.get("phases_seconds", {})))
+    console.print(table)
+    if "worker_log_tail" in summary:
+        console.print(summary["worker_log_tail"], markup=False)
 
 
 @app.command("topics")
@@ -298,3 +349,7 @@ def main() -> None:
 
 
 _mount_subcommands()
+
+
+if __name__ == "__main__":
+    main()

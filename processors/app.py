@@ -20,6 +20,7 @@ live in RocksDB (rocksdict) with changelog topics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import weakref
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 500
 BATCH_WITHIN_S = 0.2
+REPLICA_CATCH_UP_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,12 @@ def _faust_broker_settings(embedded: bool) -> dict[str, Any]:
 
 
 class RegistryReplica:
-    """A full, continuously updated registry folded from the log by a background reader."""
+    """A full, continuously updated registry folded from the log by a background reader.
+
+    It first reads every partition to its current end (``caught_up`` is set then), and
+    then follows. Agents that route wait for ``caught_up`` before their first batch, so a
+    worker never routes against a registry that has not yet seen the log's past.
+    """
 
     def __init__(self, bootstrap: str, topics: Sequence[str], projections: Sequence[Projection]) -> None:
         self.bootstrap = bootstrap
@@ -77,11 +84,20 @@ class RegistryReplica:
         self.engine = Engine(projections)
         self.stores: dict[str, StateStore] = dict(self.engine.stores)
         self._stop = threading.Event()
+        self.caught_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name="swarmlog-registry-replica", daemon=True)
         self.records = 0
+        self.error: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def start(self) -> None:
-        if self.engine.projections:
+        if not self.engine.projections:
+            self.caught_up.set()
+            return
+        if not self._thread.is_alive():
             self._thread.start()
 
     def stop(self) -> None:
@@ -91,11 +107,19 @@ class RegistryReplica:
 
     def _run(self) -> None:
         try:
-            ranges = plan_ranges(self.bootstrap, self.topics, follow=True)
+            bounded = plan_ranges(self.bootstrap, self.topics)
+            for record in read_records(self.bootstrap, bounded, stop=self._stop.is_set):
+                self.engine.feed(record)
+                self.records += 1
+            self.caught_up.set()
+            follow_from = {(r.topic, r.partition): r.stop or r.start for r in bounded}
+            ranges = plan_ranges(self.bootstrap, self.topics, follow=True, start_offsets=follow_from)
             for record in read_records(self.bootstrap, ranges, stop=self._stop.is_set):
                 self.engine.feed(record)
                 self.records += 1
-        except Exception:
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.caught_up.set()  # do not block the worker forever; routing sees what there is
             log.exception("registry replica stopped")
 
 
@@ -154,7 +178,10 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
     for domain, (topics, factory) in domains.items():
         all_stores.update(
             _add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink, config.partitions))
-    add_views(app, lambda: all_stores)
+    add_views(app, lambda: all_stores, lambda: {
+        "worker": config.name, "replica_records": replica.records, "replica_alive": replica.alive,
+        "replica_counts": dict(replica.engine.counts), "replica_error": replica.error,
+    })
 
     @app.service
     class SwarmlogLifecycle(mode.Service):
@@ -188,6 +215,9 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
 
     async def agent(stream: faust.StreamT) -> None:
         runtime = PartitionedRuntime(projections, store_for, extra_stores=_replica_stores(projections, replica))
+        if any(p.reads for p in projections):
+            replica.start()
+            await asyncio.to_thread(replica.caught_up.wait, REPLICA_CATCH_UP_S)
         unacked: dict[tuple[str, int, int], Any] = {}
         manual: Any = cast(Any, stream).noack()  # acks only once a record is decided (see runtime.py)
         async for events in manual.take_events(BATCH, within=BATCH_WITHIN_S):

@@ -40,9 +40,14 @@ def endpoints(home: Path) -> Iterator[dict[str, Any]]:
         yield info
 
 
-def add_views(app: faust.App, stores: Callable[[], dict[str, StateStore]]) -> None:
+def add_views(app: faust.App, stores: Callable[[], dict[str, StateStore]],
+              health: Callable[[], dict[str, Any]] | None = None) -> None:
     """Register the read-only views; ``stores()`` maps projection name → store (may grow)."""
     from swarmlog.projections import registry
+
+    @app.page("/swarmlog/health/")
+    async def health_view(web: Any, request: Any) -> Any:
+        return web.json(health() if health is not None else {})
 
     def store(name: str) -> StateStore | None:
         return stores().get(name)

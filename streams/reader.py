@@ -60,7 +60,7 @@ def plan_ranges(bootstrap: str, topics: Sequence[str], *, from_beginning: bool =
     consumer = _consumer(bootstrap)
     try:
         md = consumer.list_topics(timeout=timeout)
-        ranges: list[PartitionRange] = []
+        planned: list[tuple[str, int, int, int]] = []
         for topic in topics:
             info = md.topics.get(topic)
             if info is None or info.error is not None:
@@ -69,42 +69,64 @@ def plan_ranges(bootstrap: str, topics: Sequence[str], *, from_beginning: bool =
                 if partitions is not None and pid not in partitions:
                     continue
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, pid), timeout=timeout)
-                high = true_high_watermark(bootstrap, topic, pid, low, high, timeout)
-                if start_offsets and (topic, pid) in start_offsets:
-                    start = max(low, start_offsets[(topic, pid)])
-                else:
-                    start = low if from_beginning else high
-                ranges.append(PartitionRange(topic, pid, start, None if follow else high))
-        return ranges
+                planned.append((topic, pid, low, high))
     except KafkaException as exc:
         raise ReadError(f"cannot read metadata from {bootstrap}: {exc}") from None
+    finally:
+        consumer.close()
+    # A followed range has no end; a bounded one needs the true end (see true_high_watermarks).
+    ends = {} if follow and from_beginning else true_high_watermarks(
+        bootstrap, [(t, p, low, high) for t, p, low, high in planned], timeout)
+    ranges: list[PartitionRange] = []
+    for topic, pid, low, high in planned:
+        end = ends.get((topic, pid), high)
+        if start_offsets and (topic, pid) in start_offsets:
+            start = max(low, start_offsets[(topic, pid)])
+        else:
+            start = low if from_beginning else end
+        ranges.append(PartitionRange(topic, pid, start, None if follow else end))
+    return ranges
+
+
+def true_high_watermarks(bootstrap: str, partitions: Sequence[tuple[str, int, int, int]],
+                         timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """The offset after the last record of each (topic, partition, low, high), even on
+    brokers that under-report it.
+
+    The embedded Tansu broker reports the high watermark as (base offset of the last
+    record batch + 1) instead of (last offset + 1), so a bounded read would stop inside
+    the last batch. A fetch from ``high - 1`` returns that whole batch: its last offset
+    + 1 is the real end. On Apache Kafka this returns ``high`` unchanged. One consumer
+    probes every partition at once.
+    """
+    ends = {(t, p): high for t, p, low, high in partitions}
+    todo = {(t, p): high for t, p, low, high in partitions if high > low}
+    if not todo:
+        return ends
+    consumer = _consumer(bootstrap)
+    try:
+        consumer.assign([TopicPartition(t, p, high - 1) for (t, p), high in todo.items()])
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for msg in consumer.consume(10000, 0.2):
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if msg.error() is not None or topic is None or partition is None or offset is None:
+                    continue
+                key = (topic, partition)
+                ends[key] = max(ends[key], offset + 1)
+                todo.pop(key, None)
+        if todo:
+            missing = ", ".join(f"{t}[{p}]" for t, p in sorted(todo))
+            raise ReadError(f"no record at the reported end of {missing} within {timeout:.0f}s")
+        return ends
     finally:
         consumer.close()
 
 
 def true_high_watermark(bootstrap: str, topic: str, partition: int, low: int, high: int,
                         timeout: float = 10.0) -> int:
-    """The offset after the last record, even on brokers that under-report it.
-
-    The embedded Tansu broker reports the high watermark as (base offset of the last
-    record batch + 1) instead of (last offset + 1), so a bounded read would stop inside
-    the last batch. A fetch from ``high - 1`` returns that whole batch: its last offset
-    + 1 is the real end. On Apache Kafka this returns ``high`` unchanged.
-    """
-    if high <= low:
-        return high
-    consumer = _consumer(bootstrap)
-    try:
-        consumer.assign([TopicPartition(topic, partition, high - 1)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            offsets = [m.offset() for m in consumer.consume(10000, 0.5) if m.error() is None]
-            found = [o for o in offsets if o is not None]
-            if found:
-                return max(high, max(found) + 1)
-        raise ReadError(f"{topic}[{partition}]: no record at offset {high - 1} within {timeout:.0f}s")
-    finally:
-        consumer.close()
+    """``true_high_watermarks`` for one partition."""
+    return true_high_watermarks(bootstrap, [(topic, partition, low, high)], timeout)[(topic, partition)]
 
 
 def read_records(bootstrap: str, ranges: Sequence[PartitionRange], *, batch: int = 10000,
