@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from swarmlog.streams.identity import Identity
-from swarmlog.streams.settings import get_settings
 from swarmlog.streams.producer import EventProducer, shared_kafka_producer
 from swarmlog.streams.reader import plan_ranges, read_records
+from swarmlog.streams.settings import get_settings
 from swarmlog.streams.verify import Status, Verifier
 
 CAPABILITIES = ["database.query", "ml.inference", "storage.write", "compute.batch", "vision.ocr", "search.index"]
