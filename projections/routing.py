@@ -1,0 +1,553 @@
+"""Command routing projection: the CommandBroker as a pure reducer over the registry.
+
+On ``commands.requested`` it records the request and **derives** a routing decision —
+``commands.routed`` (chosen agent, score, the inputs that decided it, runner-ups) or
+``commands.route_failed`` (a reason from the schema's enum), never silence. It does not
+store that decision: the decision is computed from the registry replica (``reads``),
+whose state at that moment depends on how the worker happened to interleave the
+``agents``, ``commands`` and ``receipts`` partitions, so a replay would compute another
+one. The state folds the **recorded** decision instead: ``commands.routed`` and
+``commands.route_failed`` are event types of this projection and set the command's
+status, agent, score, reason and strategy from the event payload; receipts complete it.
+A replay therefore reproduces the live state from the log whatever the registry says,
+and an auditor re-runs the pure decision on the recorded inputs (see Auditing).
+
+The store is a sharded Faust table fed by ``commands`` and ``receipts``, both keyed by
+command id and co-partitioned, so every key is written only from events of the one
+partition its command id (or lane) maps to (docs/architecture.md, rule 1).
+
+Store layout (JSON values):
+
+``cmd/<command_id>``
+    ``{status, capability, requester, requested_strategy, strategy, requested_ms,
+    target_agent, cursor, agent, score, reason, detail, candidates, eligible, decided_ms,
+    receipts, problem}`` — three parts, each written by one kind of event:
+
+    * the request (``commands.requested``): ``capability requester requested_strategy
+      requested_ms target_agent cursor`` and ``strategy`` = the strategy this router
+      applies for the request;
+    * the decision (``commands.routed`` / ``commands.route_failed``, from the payload):
+      ``agent score strategy candidates eligible`` or ``reason detail candidates
+      strategy``, and ``decided_ms``;
+    * the receipts (``commands.receipt``): ``receipts = {agent_id: {capability, success,
+      timed_out, duration_ms, finished_ms, receipt_ms}}``, one per reporting agent; the
+      routed agent's is also copied flat (``success timed_out duration_ms finished_ms
+      receipt_ms``) once it resolves the command.
+
+    ``status`` and ``problem`` are derived from the three parts on every write:
+    REQUESTED (request only) → ROUTED / ROUTE_FAILED (decision folded) → COMPLETED /
+    FAILED (a receipt from the routed agent for the routed capability). A receipt that
+    does not match — another agent, another capability, a command that failed routing
+    — is kept but does not complete the command, and ``problem`` names it
+    (``agent-mismatch``, ``capability-mismatch``, ``not-routed``). RECEIPTED = receipts
+    whose request has not been folded yet. Receipts are keyed by agent so that a stray
+    receipt from another agent cannot block the routed agent's own.
+``rr/<capability>/<lane>``
+    the ROUND_ROBIN cursor of the capability in one ``commands`` lane (``topic/partition``
+    of the request): how many non-targeted ROUND_ROBIN requests for the capability that
+    lane carried. Keyed per lane because requests of one capability come from every
+    partition (a single cursor would be fed by several partitions in an order Kafka does
+    not fix, and would live in several table shards); counted per *request*, routed or
+    not, because whether a request routes depends on the registry replica.
+
+Order of events (both orders are handled the same way in live workers and replays):
+
+* requested and its decision share a partition (topic ``commands``, key command id) and
+  the worker produces the decision after reading the request, so the request comes
+  first. A decision without a folded request is refused (``unknown-command``), a second
+  decision (``duplicate-decision``), a decision for another capability
+  (``invalid-payload``); a second request is ``duplicate-command``. Each of those is
+  decided inside one partition, hence identically everywhere.
+* the receipt lives on topic ``receipts``: a live worker or a replay may fold it before
+  the request or the decision. It is therefore never refused for what the other topic
+  says: it is stored, and the status resolves when the decision arrives, whichever came
+  first. Only its own content (``invalid-payload``) or a second receipt from the same
+  agent for the same command (``duplicate-receipt``, decided in the one receipts
+  partition of the command) is refused.
+
+Decision procedure (``now = max(registry clock, request timestamp)``):
+
+1. Request checks: ``encrypted`` without ``target_agent`` → OTHER; ``deadline_ms < now``
+   → DEADLINE_PASSED; ``min_trust > 0`` → BELOW_MIN_TRUST. The last one fails *closed*:
+   this router does not read the trust projection yet, and silently ignoring a trust
+   floor would route to agents the requester refused.
+2. Candidates: the live agents serving the capability (``find_by_capability``: not
+   deregistered, not expired). None → NO_CAPABLE_AGENT (detail says how many are
+   registered but expired).
+3. ``screen``: healthy = the monitor has not declared it FAILED and health ≥ 0.5
+   (DEGRADED stays routable); none → ALL_UNHEALTHY. Then below max_concurrency; none →
+   OVER_CAPACITY.
+4. ``pick`` by strategy among the eligible. Every strategy minimises a sort key whose
+   last component is the agent id, so ties are broken deterministically:
+
+   ============== ====================================== =============================
+   strategy       key (smaller wins)                     score reported (higher better)
+   ============== ====================================== =============================
+   BEST_FIT       (-fitness, agent_id)                   fitness
+   MIN_LATENCY    (latency_ms, -fitness, agent_id)       latency_factor
+   MAX_RELIABILITY (-reliability, -fitness, agent_id)    reliability
+   LEAST_LOADED   (load/max_concurrency, -fitness, id)   capacity_factor
+   ROUND_ROBIN    eligible sorted by id, index           fitness
+                  ``cursor % len(eligible)``
+   ============== ====================================== =============================
+
+   Fitness is the secondary key (not the id) because exact ties on one metric are the
+   common case (every fresh agent has load 0 and the same prior reliability) and the id
+   alone would send them all to the same agent. TRUST_WEIGHTED, PREDICTED and MIN_COST
+   need the trust, learning and market projections, which this router does not read:
+   they **fall back to BEST_FIT**, as the schema prescribes for symbols a reader does not
+   know; the routed event's ``strategy`` says BEST_FIT (the strategy actually applied)
+   and ``cmd/<id>.requested_strategy`` keeps what was asked.
+5. ``target_agent`` pins the command: routed there if it is registered, live, serves the
+   capability, healthy and has capacity; otherwise TARGET_UNAVAILABLE with the cause in
+   ``detail``. The cursor does not move.
+
+Auditing: ``choose(candidates, strategy, cursor)`` = ``screen`` + ``pick`` is exactly what
+the derivation runs. Given the candidates the router saw (a replay of the registry up to
+the request gives them; ``candidates_for`` reproduces the lookup) and the cursor stored
+in ``cmd/<id>`` by the request (a function of the request's lane, so a replay
+reproduces it; the routed schema has no cursor field), an auditor re-runs it and must
+get the recorded agent and score; ``audit_routed`` also checks the recorded inputs
+against the formulas.
+
+Known limitation: the registry counts a routed command only when it folds the
+``commands.routed`` event, so a burst of requests derived before that round trip sees
+the same load and may herd onto one agent under BEST_FIT/LEAST_LOADED (ROUND_ROBIN does
+not).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.registry import (
+    ACTIVE,
+    EXPIRED,
+    cap_key,
+    capacity_factor,
+    clock,
+    find_by_capability,
+    fitness,
+    fitness_of,
+    get_agent,
+    has_capacity,
+    latency_factor,
+    routable_health,
+)
+
+CMD_PREFIX = "cmd/"
+RR_PREFIX = "rr/"
+
+IMPLEMENTED_STRATEGIES = ("MIN_LATENCY", "MAX_RELIABILITY", "BEST_FIT", "ROUND_ROBIN", "LEAST_LOADED")
+FALLBACK_STRATEGY = "BEST_FIT"
+ALTERNATIVES = 3
+
+REQUESTED = "REQUESTED"
+RECEIPTED = "RECEIPTED"
+ROUTED = "ROUTED"
+ROUTE_FAILED = "ROUTE_FAILED"
+COMPLETED = "COMPLETED"
+FAILED = "FAILED"
+
+# Suggested retry delay per failure reason; None = do not retry (the schema's convention).
+RETRY_AFTER_MS: dict[str, int | None] = {
+    "OVER_CAPACITY": 1_000,
+    "ALL_UNHEALTHY": 10_000,
+    "NO_CAPABLE_AGENT": None,
+    "BELOW_MIN_TRUST": None,
+    "DEADLINE_PASSED": None,
+    "OTHER": None,
+}
+
+Candidate = Mapping[str, Any]
+
+
+def cmd_key(command_id: str) -> str:
+    return CMD_PREFIX + command_id
+
+
+def rr_key(capability: str, lane: str) -> str:
+    """The ROUND_ROBIN cursor of ``capability`` in one source lane (``topic/partition``)."""
+    return f"{RR_PREFIX}{capability}/{lane}"
+
+
+def applied_strategy(requested: str) -> str:
+    """The strategy this router applies for ``requested``: itself if implemented, else BEST_FIT."""
+    return requested if requested in IMPLEMENTED_STRATEGIES else FALLBACK_STRATEGY
+
+
+# ---------------------------------------------------------------------------- pure decision
+def _load_ratio(c: Candidate) -> float:
+    return float(c["load"] / c["max_concurrency"])
+
+
+_KEYS: dict[str, Callable[[Candidate], tuple[Any, ...]]] = {
+    "BEST_FIT": lambda c: (-fitness(c), c["agent_id"]),
+    "MIN_LATENCY": lambda c: (c["latency_ms"], -fitness(c), c["agent_id"]),
+    "MAX_RELIABILITY": lambda c: (-c["reliability"], -fitness(c), c["agent_id"]),
+    "LEAST_LOADED": lambda c: (_load_ratio(c), -fitness(c), c["agent_id"]),
+}
+
+
+def score_of(strategy: str, c: Candidate) -> float:
+    """The chosen agent's score under ``strategy`` (higher is better), as recorded in commands.routed."""
+    if strategy == "MIN_LATENCY":
+        return latency_factor(c["latency_ms"])
+    if strategy == "MAX_RELIABILITY":
+        return float(c["reliability"])
+    if strategy == "LEAST_LOADED":
+        return capacity_factor(c["load"], c["max_concurrency"])
+    if strategy in ("BEST_FIT", "ROUND_ROBIN"):
+        return fitness(c)
+    raise ValueError(f"strategy {strategy!r} is not implemented by this router")
+
+
+def screen(candidates: Sequence[Candidate]) -> tuple[list[Candidate], str, str]:
+    """Filter capable candidates to the eligible ones: (eligible, failure reason, detail).
+
+    Order decides the reason: none at all → NO_CAPABLE_AGENT; none healthy →
+    ALL_UNHEALTHY; none of the healthy below max_concurrency → OVER_CAPACITY.
+    """
+    if not candidates:
+        return [], "NO_CAPABLE_AGENT", "no live agent serves the capability"
+    healthy = [c for c in candidates if routable_health(c)]
+    if not healthy:
+        return [], "ALL_UNHEALTHY", f"{len(candidates)} candidates, all FAILED or health < 0.5"
+    eligible = [c for c in healthy if has_capacity(c)]
+    if not eligible:
+        return [], "OVER_CAPACITY", f"{len(healthy)} healthy candidates, all at max_concurrency"
+    return eligible, "", ""
+
+
+def _rotation(eligible: Sequence[Candidate]) -> list[Candidate]:
+    return sorted(eligible, key=lambda c: str(c["agent_id"]))
+
+
+def pick(eligible: Sequence[Candidate], strategy: str, cursor: int) -> Candidate:
+    """The winner among non-empty ``eligible`` under an implemented ``strategy``."""
+    if strategy == "ROUND_ROBIN":
+        ring = _rotation(eligible)
+        return ring[cursor % len(ring)]
+    key = _KEYS.get(strategy)
+    if key is None:
+        raise ValueError(f"strategy {strategy!r} is not implemented by this router")
+    return min(eligible, key=key)
+
+
+def runner_ups(eligible: Sequence[Candidate], strategy: str, cursor: int, n: int = ALTERNATIVES) -> list[Candidate]:
+    """The next ``n`` candidates after the winner: next best by key, or next in the rotation."""
+    if strategy == "ROUND_ROBIN":
+        ring = _rotation(eligible)
+        start = cursor % len(ring)
+        return [ring[(start + i) % len(ring)] for i in range(1, min(n, len(ring) - 1) + 1)]
+    return heapq.nsmallest(n + 1, eligible, key=_KEYS[strategy])[1:]
+
+
+def choose(candidates: Sequence[Candidate], strategy: str, cursor: int) -> tuple[str | None, float, str]:
+    """Re-runnable routing decision: (agent_id, score, "") or (None, 0.0, failure reason).
+
+    ``candidates`` are the live agents serving the capability (registry records, or
+    ``candidate_from_inputs`` rebuilt from recorded inputs); ``strategy`` is the applied
+    one (see ``applied_strategy``); ``cursor`` matters for ROUND_ROBIN only.
+    """
+    eligible, reason, _detail = screen(candidates)
+    if not eligible:
+        return None, 0.0, reason
+    chosen = pick(eligible, strategy, cursor)
+    return str(chosen["agent_id"]), score_of(strategy, chosen), ""
+
+
+def route_inputs(c: Candidate) -> dict[str, Any]:
+    """The ``RouteInputs`` record of a candidate: what the decision saw, for audit and learning."""
+    return {
+        "health_score": float(c["health"]),
+        "latency_ms": float(c["latency_ms"]),
+        "latency_factor": latency_factor(c["latency_ms"]),
+        "reliability": float(c["reliability"]),
+        "capacity_factor": capacity_factor(c["load"], c["max_concurrency"]),
+        "current_load": int(c["load"]),
+        "max_concurrency": int(c["max_concurrency"]),
+        "fitness": fitness(c),
+        "trust": None,
+        "predicted_latency_ms": None,
+        "predicted_success": None,
+        "price": None,
+    }
+
+
+def candidate_from_inputs(agent_id: str, inputs: Mapping[str, Any], health_status: str = "UNKNOWN") -> dict[str, Any]:
+    """A candidate dict ``choose`` accepts, rebuilt from a recorded ``RouteInputs``."""
+    return {
+        "agent_id": agent_id, "health": inputs["health_score"], "health_status": health_status,
+        "latency_ms": inputs["latency_ms"], "reliability": inputs["reliability"],
+        "load": inputs["current_load"], "max_concurrency": inputs["max_concurrency"],
+    }
+
+
+def candidates_for(registry: StateStore, capability: str, now_ms: int) -> list[dict[str, Any]]:
+    """The candidate list the router used for a request decided at ``now_ms`` (for auditors)."""
+    return find_by_capability(registry, capability, now_ms)
+
+
+def audit_routed(routed: Mapping[str, Any], candidates: Sequence[Candidate], cursor: int = 0) -> list[str]:
+    """Problems found re-checking a ``commands.routed`` payload; empty = the decision checks out.
+
+    Checks that the recorded derived inputs follow from the raw ones (latency_factor,
+    capacity_factor, fitness, score) and that ``choose`` on ``candidates`` with ``cursor``
+    gives the recorded agent and score.
+    """
+    problems: list[str] = []
+    inputs = routed["inputs"]
+    strategy = routed["strategy"]
+    rebuilt = candidate_from_inputs(routed["agent_id"], inputs)
+    expected = {
+        "latency_factor": latency_factor(inputs["latency_ms"]),
+        "capacity_factor": capacity_factor(inputs["current_load"], inputs["max_concurrency"]),
+        "fitness": fitness_of(inputs["health_score"], inputs["latency_ms"], inputs["reliability"],
+                              inputs["current_load"], inputs["max_concurrency"]),
+    }
+    for name, value in expected.items():
+        if inputs[name] != value:
+            problems.append(f"inputs.{name} is {inputs[name]!r}, formula gives {value!r}")
+    if score_of(strategy, rebuilt) != routed["score"]:
+        problems.append(f"score {routed['score']!r} does not follow from the recorded inputs")
+    agent_id, score, reason = choose(candidates, strategy, cursor)
+    if agent_id != routed["agent_id"] or score != routed["score"]:
+        problems.append(f"choose() gives {agent_id!r} (score {score!r}, {reason or 'ok'}), "
+                        f"recorded {routed['agent_id']!r} (score {routed['score']!r})")
+    return problems
+
+
+# ---------------------------------------------------------------------------- the command record
+EMPTY_COMMAND: dict[str, Any] = {
+    "status": RECEIPTED, "capability": None, "requester": None, "requested_strategy": None, "strategy": None,
+    "requested_ms": None, "target_agent": None, "cursor": None, "agent": None, "score": None, "reason": None,
+    "detail": "", "candidates": 0, "eligible": 0, "decided_ms": None, "receipts": {}, "problem": None,
+}
+RECEIPT_FLAT = ("success", "timed_out", "duration_ms", "finished_ms", "receipt_ms")
+
+
+def resolve(cmd: Mapping[str, Any]) -> dict[str, Any]:
+    """``cmd`` with ``status``, ``problem`` and the flat receipt fields derived from its three parts.
+
+    A pure function of the parts, so the record is the same whichever order they were folded in.
+    """
+    out = {k: v for k, v in cmd.items() if k not in RECEIPT_FLAT}
+    receipts: Mapping[str, Any] = cmd["receipts"]
+    problems = []
+    if cmd["decided_ms"] is None:
+        status = REQUESTED if cmd["requested_ms"] is not None else RECEIPTED
+    elif cmd["agent"] is None:
+        status = ROUTE_FAILED
+        if receipts:
+            problems.append(f"not-routed: receipts from {', '.join(sorted(receipts))} for a command that failed "
+                            "routing")
+    else:
+        status = ROUTED
+        receipt = receipts.get(cmd["agent"])
+        others = sorted(a for a in receipts if a != cmd["agent"])
+        if others:
+            problems.append(f"agent-mismatch: routed to {cmd['agent']}, receipts from {', '.join(others)}")
+        if receipt is not None:
+            if receipt["capability"] != cmd["capability"]:
+                problems.append(f"capability-mismatch: receipt for {receipt['capability']!r}, "
+                                f"routed {cmd['capability']!r}")
+            else:
+                status = COMPLETED if receipt["success"] and not receipt["timed_out"] else FAILED
+                out.update({k: receipt[k] for k in RECEIPT_FLAT})
+    out["status"] = status
+    out["problem"] = "; ".join(problems) or None
+    return out
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent("invalid-payload", f"{name} must be a non-empty string")
+    return value
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidEvent("invalid-payload", f"{name} must be an integer >= 0, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- the projection
+class RoutingProjection(Projection):
+    """Records requests and derives their routing; folds the recorded decisions and receipts. See the module doc."""
+
+    name: ClassVar[str] = "routing"
+    event_types: ClassVar[frozenset[str]] = frozenset({
+        "commands.requested", "commands.routed", "commands.route_failed", "commands.receipt",
+    })
+    reads: ClassVar[tuple[str, ...]] = ("registry",)
+
+    def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
+        try:
+            if ctx.event_type == "commands.requested":
+                return self._requested(stores, ctx, payload)
+            if ctx.event_type in ("commands.routed", "commands.route_failed"):
+                self._decided(stores.own, ctx, payload)
+                return []
+            if ctx.event_type == "commands.receipt":
+                self._receipt(stores.own, ctx, payload)
+                return []
+        except KeyError as exc:  # fields are all read before the first write
+            raise InvalidEvent("invalid-payload", f"missing field {exc}") from None
+        raise InvalidEvent("unexpected-event-type", ctx.event_type)
+
+    # -- commands.requested: record the request, derive (not store) the decision
+    def _requested(self, stores: Stores, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
+        command_id = _text(p["command_id"], "command_id")
+        capability = _text(p["capability"], "capability")
+        requested = p.get("strategy") or FALLBACK_STRATEGY
+        target = p.get("target_agent")
+        deadline = p.get("deadline_ms")
+        min_trust = p.get("min_trust")
+        if min_trust is not None and not (isinstance(min_trust, int | float) and 0.0 <= min_trust <= 1.0):
+            raise InvalidEvent("invalid-payload", f"min_trust must be in [0,1], got {min_trust!r}")
+        own = stores.own
+        old = own.get(cmd_key(command_id))
+        if old is not None and old["requested_ms"] is not None:
+            raise InvalidEvent("duplicate-command", command_id)
+        strategy = applied_strategy(requested)
+        cursor = None
+        if strategy == "ROUND_ROBIN" and not target:
+            cursor = own.get(rr_key(capability, ctx.lane)) or 0
+            own.put(rr_key(capability, ctx.lane), cursor + 1)
+        own.put(cmd_key(command_id), resolve({
+            **(old or EMPTY_COMMAND), "capability": capability, "requester": p.get("requester"),
+            "requested_strategy": requested, "strategy": strategy, "requested_ms": ctx.timestamp_ms,
+            "target_agent": target or None, "cursor": cursor,
+        }))
+        return self._decide(stores.read("registry"), ctx, command_id, capability, strategy, target, deadline,
+                            min_trust, p.get("encrypted", False), cursor)
+
+    @staticmethod
+    def _decide(registry: StateStore, ctx: EventContext, command_id: str, capability: str, strategy: str,
+                target: str | None, deadline: int | None, min_trust: float | None, encrypted: bool,
+                cursor: int | None) -> list[Derived]:
+        """The routing decision as events to emit; reads the registry, writes nothing."""
+        now = max(clock(registry), ctx.timestamp_ms)
+
+        def fail(reason: str, detail: str, candidates: int = 0, retry: str | None = None) -> list[Derived]:
+            return [Derived("commands.route_failed", {
+                "command_id": command_id, "capability": capability, "strategy": strategy, "reason": reason,
+                "detail": detail, "candidates": candidates, "retry_after_ms": RETRY_AFTER_MS.get(retry or reason),
+            }, subject=command_id)]
+
+        if encrypted and not target:
+            return fail("OTHER", "encrypted args need a target_agent")
+        if deadline is not None and deadline < now:
+            return fail("DEADLINE_PASSED", f"deadline {deadline} is before now {now}")
+        if min_trust is not None and min_trust > 0:
+            return fail("BELOW_MIN_TRUST", "min_trust needs the trust projection, which this router does not read; "
+                                           "refusing rather than ignoring the floor")
+
+        if target:
+            agent = get_agent(registry, target, now)
+            if agent is None:
+                return fail("TARGET_UNAVAILABLE", f"{target} is not registered")
+            if agent["status"] != ACTIVE:
+                retry = "ALL_UNHEALTHY" if agent["status"] == EXPIRED else None
+                return fail("TARGET_UNAVAILABLE", f"{target} is {agent['status']}", retry=retry)
+            if capability not in agent["capabilities"]:
+                return fail("TARGET_UNAVAILABLE", f"{target} does not serve {capability}")
+            eligible, why, detail = screen([agent])
+            if not eligible:
+                return fail("TARGET_UNAVAILABLE", f"{target}: {why} ({detail})", candidates=1, retry=why)
+            return _routed(command_id, capability, strategy, [agent], eligible, 0)
+
+        candidates = find_by_capability(registry, capability, now)
+        if not candidates:
+            registered = len(registry.get(cap_key(capability)) or [])
+            detail = (f"{registered} registered agents serve it, none heartbeated in time" if registered
+                      else "no registered agent serves it")
+            return fail("NO_CAPABLE_AGENT", detail)
+        eligible, why, detail = screen(candidates)
+        if not eligible:
+            return fail(why, detail, candidates=len(candidates))
+        return _routed(command_id, capability, strategy, candidates, eligible, cursor or 0)
+
+    # -- commands.routed / commands.route_failed: fold the recorded decision
+    @staticmethod
+    def _decided(own: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
+        command_id = _text(p["command_id"], "command_id")
+        capability = p["capability"]
+        strategy = _text(p["strategy"], "strategy")
+        candidates = _count(p.get("candidates", 0), "candidates")
+        routed = ctx.event_type == "commands.routed"
+        if routed:
+            decision: dict[str, Any] = {
+                "agent": _text(p["agent_id"], "agent_id"), "score": p["score"], "reason": None, "detail": "",
+                "candidates": candidates, "eligible": _count(p["eligible"], "eligible"),
+            }
+            if isinstance(decision["score"], bool) or not isinstance(decision["score"], int | float):
+                raise InvalidEvent("invalid-payload", f"score must be a number, got {decision['score']!r}")
+            if decision["eligible"] > candidates:
+                raise InvalidEvent("invalid-payload", "eligible > candidates")
+        else:
+            decision = {"agent": None, "score": None, "reason": _text(p["reason"], "reason"),
+                        "detail": p.get("detail") or "", "candidates": candidates, "eligible": 0}
+        old = own.get(cmd_key(command_id))
+        if old is None or old["requested_ms"] is None:
+            raise InvalidEvent("unknown-command", f"a decision for {command_id!r}, which was never requested")
+        if old["decided_ms"] is not None:
+            raise InvalidEvent("duplicate-decision", f"{command_id} was already decided ({old['status']})")
+        if capability != old["capability"]:
+            raise InvalidEvent("invalid-payload", f"decision for {capability!r}, request for {old['capability']!r}")
+        own.put(cmd_key(command_id), resolve({**old, **decision, "strategy": strategy,
+                                              "decided_ms": ctx.timestamp_ms}))
+
+    # -- commands.receipt: stored whatever the other topic says; the status resolves from the parts
+    @staticmethod
+    def _receipt(own: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
+        command_id = _text(p["command_id"], "command_id")
+        agent_id = _text(p["agent_id"], "agent_id")
+        capability = _text(p["capability"], "capability")
+        duration = _count(p["duration_ms"], "duration_ms")
+        success = p["success"]
+        if not isinstance(success, bool):
+            raise InvalidEvent("invalid-payload", "success must be a boolean")
+        timed_out = bool(p.get("timed_out", False))
+        old = own.get(cmd_key(command_id)) or EMPTY_COMMAND
+        if agent_id in old["receipts"]:
+            raise InvalidEvent("duplicate-receipt", f"{command_id} already has a receipt from {agent_id} "
+                                                    f"({old['status']})")
+        receipt = {"capability": capability, "success": success, "timed_out": timed_out, "duration_ms": duration,
+                   "finished_ms": p.get("finished_ms"), "receipt_ms": ctx.timestamp_ms}
+        own.put(cmd_key(command_id), resolve({**old, "receipts": {**old["receipts"], agent_id: receipt}}))
+
+
+def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],
+            eligible: list[Candidate], position: int) -> list[Derived]:
+    chosen = pick(eligible, strategy, position)
+    score = score_of(strategy, chosen)
+    alternatives = [{"agent_id": c["agent_id"], "score": score_of(strategy, c)}
+                    for c in runner_ups(eligible, strategy, position)]
+    return [Derived("commands.routed", {
+        "command_id": command_id, "capability": capability, "agent_id": chosen["agent_id"],
+        "strategy": strategy, "score": score, "candidates": len(candidates), "eligible": len(eligible),
+        "inputs": route_inputs(chosen), "alternatives": alternatives, "model_version": None,
+    }, subject=command_id)]
+
+
+__all__ = [
+    "FALLBACK_STRATEGY",
+    "IMPLEMENTED_STRATEGIES",
+    "RoutingProjection",
+    "applied_strategy",
+    "audit_routed",
+    "candidate_from_inputs",
+    "candidates_for",
+    "choose",
+    "pick",
+    "resolve",
+    "route_inputs",
+    "runner_ups",
+    "score_of",
+    "screen",
+]
