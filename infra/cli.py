@@ -107,6 +107,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("agents per capability", json.dumps(summary.get("agents_per_capability", {})))
     table.add_row("proposals (replayed)", json.dumps(summary.get("proposals", [])))
     table.add_row("verification (replayed)", json.dumps(summary.get("verification", {})))
+    table.add_row("live tables == replay", json.dumps(summary.get("live_tables_equal_replay", {})))
     table.add_row("phases (s)", json.dumps(summary.get("phases_seconds", {})))
     console.print(table)
     if "worker_log_tail" in summary:
