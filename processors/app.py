@@ -33,7 +33,8 @@ import faust
 import mode
 from faust.streams import _current_event
 
-from swarmlog.processors.runtime import OutputSink, PartitionedRuntime, TableStore
+from swarmlog.processors.faust_compat import correct_end_offsets_for_embedded_broker
+from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore
 from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
@@ -151,6 +152,8 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
     replica_factory = replica_projections or default_replica_projections
     prefix = config.topic_prefix
     config.datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    if config.embedded:
+        correct_end_offsets_for_embedded_broker(config.bootstrap)
     app = faust.App(
         f"{config.app_id}{'-' + prefix.strip('.-_') if prefix else ''}",
         broker=f"kafka://{config.bootstrap}",
@@ -175,12 +178,17 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         return sink_holder["sink"]
 
     all_stores: dict[str, StateStore] = dict(replica.stores)
+    counters: dict[str, Counters] = {}
     for domain, (topics, factory) in domains.items():
-        all_stores.update(
-            _add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink, config.partitions))
+        counters[domain] = Counters()
+        all_stores.update(_add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink,
+                                      config.partitions, counters[domain]))
     add_views(app, lambda: all_stores, lambda: {
         "worker": config.name, "replica_records": replica.records, "replica_alive": replica.alive,
         "replica_counts": dict(replica.engine.counts), "replica_error": replica.error,
+        "domains": {name: dict(c.values) for name, c in counters.items()},
+        "outputs": ({"derived": sink_holder["sink"].derived, "dead_letters": sink_holder["sink"].dead_letters}
+                    if "sink" in sink_holder else {}),
     })
 
     @app.service
@@ -202,7 +210,8 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
 
 
 def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Callable[[], list[Projection]],
-                replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int) -> dict[str, StateStore]:
+                replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int,
+                counters: Counters) -> dict[str, StateStore]:
     """Register the domain's agent and tables; return its projections' stores (for the views)."""
     projections = factory()
     # keys and values go through Faust's default JSON serializer
@@ -215,6 +224,7 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
 
     async def agent(stream: faust.StreamT) -> None:
         runtime = PartitionedRuntime(projections, store_for, extra_stores=_replica_stores(projections, replica))
+        runtime.counters = counters  # per-reason counters, shown by /swarmlog/health/
         if any(p.reads for p in projections):
             replica.start()
             await asyncio.to_thread(replica.caught_up.wait, REPLICA_CATCH_UP_S)

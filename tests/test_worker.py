@@ -37,9 +37,10 @@ def payload(i: int, reason: str = "test") -> dict[str, Any]:
 class WorkerProcess:
     def __init__(self, env: dict[str, str], name: str, home: Path) -> None:
         self.log = home / f"{name}.log"
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT,
-            env={**env, "TEST_WORKER": name, "TEST_WEB_PORT": str(free_port())},
+            env={**env, "TEST_WORKER": name, "TEST_WEB_PORT": str(self.port)},
             stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -115,6 +116,15 @@ def test_worker_folds_dead_letters_bad_input_and_survives_sigkill(worker_env: di
         dead_letters = lambda: count_authenticated(bootstrap, dead, "deadletter.recorded")  # noqa: E731
         wait_for(lambda: len({(d["source_topic"], d["source_partition"], d["source_offset"])
                               for d in dead_letters()}) >= 13, 120, "all dead letters", logs, [second])
+        # per-reason counters of the surviving worker, over its HTTP health view
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{second.port}/swarmlog/health/", timeout=5) as response:
+            health = json.loads(response.read())
+        counts = health["domains"]["test"]
+        assert counts.get("authenticated", 0) > 0 and counts.get("applied", 0) > 0
+        assert health["outputs"]["dead_letters"] > 0
         second.stop()
     finally:
         first.stop(signal.SIGKILL)
