@@ -20,13 +20,13 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from common import machine  # benchmarks/common.py (scripts run from benchmarks/)
 from confluent_kafka import Producer
 
 from swarmlog.infra.broker import EmbeddedBroker
@@ -38,21 +38,6 @@ from swarmlog.streams.verify import Status, Verifier
 
 PARTITIONS = 6
 BULK = 1000  # events per produce_many() call
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    import confluent_kafka
-    import cryptography
-
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "confluent_kafka": confluent_kafka.version()[0], "librdkafka": confluent_kafka.libversion()[0],
-            "cryptography": cryptography.__version__, "platform": platform.platform()}
 
 
 EVENT_TYPE = "agents.heartbeat"  # the highest-volume event type of a running system

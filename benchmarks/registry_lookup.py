@@ -29,16 +29,15 @@ Prints one JSON document and one human line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
-import os
-import platform
 import random
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from common import machine  # benchmarks/common.py (scripts run from benchmarks/)
 
 from swarmlog.projections.base import EventContext, MemoryStore, Stores
 from swarmlog.projections.registry import (
@@ -57,17 +56,6 @@ from swarmlog.projections.routing import choose
 
 T0 = 1_750_000_000_000
 SPREAD_MS = 31_500  # registrations spread over this much event time: ≈ 5 % older than the 30 s ttl
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 def agent_id(i: int) -> str:

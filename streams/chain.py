@@ -107,14 +107,8 @@ class ChainWriter:
         event_type = entry.event_type or entry.full_name
         ts = timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000
         subject_raw = subject.encode()
-        lane = self._lanes.get((topic, partition))
-        if lane is None:
-            lane = _Lane(topic, partition, f"{topic}/{partition}")
-            self._lanes[(topic, partition)] = lane
-        prefix = lane.prefix_cache.get(event_type)
-        if prefix is None:
-            prefix = _str(event_type) + entry.fingerprint + self._producer_bytes + _str(lane.name)
-            lane.prefix_cache[event_type] = prefix
+        lane = self._lanes.get((topic, partition)) or self._new_lane(topic, partition)
+        prefix = lane.prefix_cache.get(event_type) or self._new_prefix(lane, entry, event_type)
         event_id = uuid7()
         seq = lane.next_seq
         n_subject = len(subject_raw)
@@ -160,13 +154,9 @@ class ChainWriter:
         add_record = records.append
         for body, key, event_id in zip(bodies, keys, uuid7_batch(len(bodies)), strict=True):
             partition = _crc32(key) % partitions
-            lane = lanes.get((topic, partition))
-            if lane is None:
-                lane = lanes[(topic, partition)] = _Lane(topic, partition, f"{topic}/{partition}")
-            prefix = lane.prefix_cache.get(event_type)
-            if prefix is None:
-                prefix = lane.prefix_cache[event_type] = (
-                    _str(event_type) + entry.fingerprint + self._producer_bytes + _str(lane.name))
+            lane = lanes.get((topic, partition)) or self._new_lane(topic, partition)
+            prefix = lane.prefix_cache.get(event_type) or self._new_prefix(lane, entry, event_type)
+            # the chaining below is append()'s, inlined: a method call per event costs ≈ 0.3 µs here
             seq = lane.next_seq
             n_key = len(key)
             n_body = len(body)
@@ -186,6 +176,16 @@ class ChainWriter:
             add_record((partition, key, value))
         self.open_count += len(bodies)
         return refs, records
+
+    def _new_lane(self, topic: str, partition: int) -> _Lane:
+        lane = self._lanes[(topic, partition)] = _Lane(topic, partition, f"{topic}/{partition}")
+        return lane
+
+    def _new_prefix(self, lane: _Lane, entry: SchemaEntry, event_type: str) -> bytes:
+        """The envelope bytes between event_id and seq: constant per (lane, event type)."""
+        prefix = lane.prefix_cache[event_type] = (
+            _str(event_type) + entry.fingerprint + self._producer_bytes + _str(lane.name))
+        return prefix
 
     def seal(self) -> list[OutRecord]:
         """Close the open batch: one signed statement, one seal record per open lane."""
