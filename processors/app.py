@@ -129,6 +129,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
+    from swarmlog.projections.swarm_voting import VotingPoolProjection
 
     return {
         "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
@@ -137,7 +138,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
         "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
         # optimisation jobs run inside the worker that folds the request (bounded budget)
-        "swarm": (("swarm",), lambda: [SwarmJobProjection()]),
+        "swarm": (("swarm",), lambda: [SwarmJobProjection(), VotingPoolProjection()]),
     }
 
 
