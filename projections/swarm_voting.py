@@ -161,7 +161,7 @@ class VotingPoolProjection(Projection):
         if payload["rule"] not in RULES:
             raise InvalidEvent("invalid-pool", f"unknown rule {payload['rule']!r}")
         threshold = payload.get("weight_threshold")
-        if payload["rule"] == "WEIGHTED" and not (_finite(threshold, 0.0, 1.0) and threshold > 0):
+        if payload["rule"] == "WEIGHTED" and not (isinstance(threshold, float) and 0.0 < threshold <= 1.0):
             raise InvalidEvent("invalid-pool", "WEIGHTED needs weight_threshold in (0, 1]")
         if not _finite(payload.get("min_confidence", 0.0), 0.0, 1.0):
             raise InvalidEvent("invalid-pool", "min_confidence must be in [0, 1]")
