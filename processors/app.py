@@ -129,6 +129,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
+    from swarmlog.projections.swarm_resilience import RoleProjection
     from swarmlog.projections.swarm_space import SwarmSpaceProjection
     from swarmlog.projections.swarm_tasks import SwarmTaskProjection
     from swarmlog.projections.swarm_voting import VotingPoolProjection
@@ -141,7 +142,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
         # optimisation jobs run inside the worker that folds the request (bounded budget)
         "swarm": (("swarm",), lambda: [SwarmJobProjection(), VotingPoolProjection(), SwarmTaskProjection(),
-                                      SwarmSpaceProjection()]),
+                                      SwarmSpaceProjection(), RoleProjection()]),
     }
 
 
