@@ -132,8 +132,12 @@ class SwarmJobProjection(Projection):
     name: ClassVar[str] = "swarm_jobs"
     event_types: ClassVar[frozenset[str]] = frozenset({REQUESTED, PROGRESS, RESULT})
 
-    def __init__(self, max_evaluations: int = DEFAULT_MAX_EVALUATIONS) -> None:
+    def __init__(self, max_evaluations: int = DEFAULT_MAX_EVALUATIONS, run_jobs: bool = True) -> None:
+        """``run_jobs=False`` (queries, audits) folds requests without running them: a request
+        is still validated — by a zero-iteration run, which parses the problem and bounds
+        exactly as a real run does — so it is accepted or refused the same way."""
         self.max_evaluations = max_evaluations
+        self.run_jobs = run_jobs
 
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
         store = stores.own
@@ -170,7 +174,7 @@ class SwarmJobProjection(Projection):
         if any(not math.isfinite(v) for v in payload.get("params", {}).values()):
             raise InvalidEvent("invalid-job", "parameters must be finite")
         started = time.perf_counter()
-        result = run_job(payload)
+        result = run_job(payload if self.run_jobs else {**payload, "max_iterations": 0})
         duration_ms = int((time.perf_counter() - started) * 1000)
         store.put(_job_key(job_id), {
             "job_id": job_id, "requester": payload["requester"], "algorithm": payload["algorithm"],
@@ -178,6 +182,8 @@ class SwarmJobProjection(Projection):
             "population": population, "max_iterations": iterations, "status": "RUNNING",
             "requested_ms": ctx.timestamp_ms, "request_event": ctx.event_id,
         })
+        if not self.run_jobs:
+            return []
         derived = [Derived(PROGRESS, {"job_id": job_id, "iteration": p.iteration, "best_value": p.best_value,
                                       "best_position": p.best_position, "evaluations": p.evaluations}, job_id)
                    for p in result.history]

@@ -253,3 +253,17 @@ def test_a_job_through_the_real_broker_and_the_verifying_engine(kafka_bootstrap:
     assert [r["job_id"] for r in results] == ["job-kafka"]
     assert audit_result(body, results[0]) == []
     assert [dl.reason for dl in outcome.dead_letters] == ["unknown-algorithm"]
+
+
+def test_folding_without_running_stores_the_same_state_and_refuses_the_same_requests() -> None:
+    live, audit = SwarmJobProjection(), SwarmJobProjection(run_jobs=False)
+    live_store, audit_store = MemoryStore(), MemoryStore()
+    good = request("j1", max_iterations=50)
+    bad = request("j2", algorithm="ACO", problem="tsp", problem_data=b'{"points": [[0, 0], [1]]}')
+    derived = run(live, live_store, REQUESTED, good)
+    assert run(audit, audit_store, REQUESTED, good) == []
+    for projection, store in ((live, live_store), (audit, audit_store)):
+        with pytest.raises(InvalidEvent, match="invalid-job"):
+            run(projection, store, REQUESTED, bad, seq=2)
+        run(projection, store, RESULT, derived[-1].payload, seq=3)
+    assert live_store.data == audit_store.data
