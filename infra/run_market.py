@@ -210,6 +210,7 @@ def wait_for_worker(home: Any, bootstrap: str, prefix: str, timeout_s: float = 3
     from swarmlog.processors.views import endpoints
 
     deadline = time.monotonic() + timeout_s
+    caught_up = 0
     while time.monotonic() < deadline:
         targets = {}
         for domain, (topics, _factory) in default_domains().items():
@@ -224,6 +225,12 @@ def wait_for_worker(home: Any, bootstrap: str, prefix: str, timeout_s: float = 3
             except (OSError, ValueError, KeyError):
                 continue
             if all(seen.get(d, {}).get("authenticated", 0) >= n for d, n in targets.items()):
-                return True
+                caught_up += 1
+                break
+        else:
+            caught_up = 0
+        if caught_up >= 2:  # twice in a row, then a moment for the table changelogs to be produced
+            time.sleep(1.0)
+            return True
         time.sleep(0.5)
     return False
