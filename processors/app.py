@@ -135,7 +135,16 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
         "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
+        # listings/contracts on `market`, SLA monitoring from `receipts`, the Dutch task auction on `swarm`
+        "market": (("market", "receipts", "swarm"), _market_projections),
     }
+
+
+def _market_projections() -> list[Projection]:
+    from swarmlog.projections.auction import TaskMarketProjection
+    from swarmlog.projections.market import MarketProjection
+
+    return [MarketProjection(), TaskMarketProjection()]
 
 
 def default_replica_projections() -> list[Projection]:

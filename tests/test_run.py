@@ -30,6 +30,14 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     # every record of the run authenticates; nothing forged, nothing pending at the end
     assert verification.get("authenticated", 0) > 24 * 2 + 60
     assert not {k for k in verification if k in ("forged", "malformed", "pending", "unknown-key")}
-    assert sum(summary["commands_by_status"].values()) == 60
+    # plus the marketplace episode's receipts (executions billed to contracts, not brokered commands)
+    assert sum(summary["commands_by_status"].values()) == 60 + summary["market"]["receipts"]
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
-    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True}
+    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True,
+                                                   "market": True, "taskmarket": True}
+    market = summary["market"]
+    statuses = sorted(c["status"] for c in market["contracts"].values())
+    assert statuses == ["BREACHED", "FULFILLED"], market  # the slow seller breaks its latency SLA
+    assert [c["penalty"] > 0 for c in market["contracts"].values() if c["status"] == "BREACHED"] == [True]
+    assert market["auction"]["clearing_price"] == 35.0  # second-highest revealed bid (42 wins, 18 unrevealed)
+    assert market["analytics"]["trade_count"] == 2 and not market["refused"], market
