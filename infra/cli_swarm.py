@@ -73,7 +73,7 @@ def optimize(
             _fail(f"cannot read {points}: {exc}", 2)
         problem = "tsp"
     defaults = {"PSO": (40, 4000), "FIREFLY": (15, 1500), "ACO": (20, 200)}[algo]
-    request = {
+    request: dict[str, Any] = {
         "job_id": str(uuid.uuid4()), "requester": "cli", "algorithm": algo, "problem": problem,
         "problem_data": data, "dimensions": dimensions if algo != "ACO" else 1, "lower_bounds": [],
         "upper_bounds": [], "minimize": True, "seed": seed, "population": population or defaults[0],

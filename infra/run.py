@@ -372,10 +372,28 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
                         break
                     time.sleep(0.2)
             phases.append(("commands and consensus", time.monotonic() - t0))
+            from swarmlog.infra.run_market import MarketEpisode
+
+            market = MarketEpisode(sim)  # the "decentralized agent marketplace" use case (run_market.py)
+            market.run()
+            from swarmlog.infra.run_market import wait_for_worker
+
+            if not wait_for_worker(home, bootstrap, prefix):
+                market.notes.append("worker did not catch up with the log before the table comparison")
+            phases.append(("marketplace", time.monotonic() - t0))
+            from swarmlog.infra.run_swarm import SwarmEpisode
+
+            swarm = SwarmEpisode(sim)  # vote + hive mind, task auction, optimisation job, formation
+            swarm.run()
+            if not wait_for_worker(home, bootstrap, prefix):
+                swarm.notes.append("worker did not catch up with the log before the table comparison")
+            phases.append(("swarm", time.monotonic() - t0))
             sim.close()
             responder.join(timeout=10)
             worker_alive = worker.poll() is None
         summary = replay_summary(bootstrap, prefix)
+        summary["market"] = market.summary(bootstrap, prefix)
+        summary["swarm"] = swarm.summary(bootstrap, prefix)
         phases.append(("replay and verify", time.monotonic() - t0))
         stats = sim.stats
         summary.update({

@@ -143,7 +143,15 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # optimisation jobs run inside the worker that folds the request (bounded budget)
         "swarm": (("swarm",), lambda: [SwarmJobProjection(), VotingPoolProjection(), SwarmTaskProjection(),
                                       SwarmSpaceProjection(), RoleProjection()]),
+        # listings/contracts on `market`, SLA monitoring from `receipts`
+        "market": (("market", "receipts"), _market_projections),
     }
+
+
+def _market_projections() -> list[Projection]:
+    from swarmlog.projections.market import MarketProjection
+
+    return [MarketProjection()]
 
 
 def default_replica_projections() -> list[Projection]:

@@ -70,10 +70,21 @@ def add_views(app: faust.App, stores: Callable[[], dict[str, StateStore]],
             return web.json({"error": f"unknown agent {agent_id}"}, status=404)
         return web.json(agent)
 
+    @app.page("/swarmlog/market/find/")
+    async def market_find_view(web: Any, request: Any) -> Any:
+        from swarmlog.projections import market
+
+        capability, by = request.query.get("capability"), request.query.get("by", "value")
+        st = store("market")
+        if st is None or not capability or by not in market.RANKINGS:
+            return web.json({"error": "pass ?capability=NAME&by=value|sla|trust"}, status=400)
+        limit = int(request.query.get("limit", "10"))
+        return web.json({"capability": capability, "listings": market.find(st, capability, by, limit=limit)})
+
     @app.page("/swarmlog/{projection}/{key}/")
     async def key_view(web: Any, request: Any, projection: str, key: str) -> Any:
         prefixes = {"proposals": ("consensus", "proposal/"), "commands": ("routing", "cmd/"),
-                    "sessions": ("sessions", "session/")}
+                    "sessions": ("sessions", "session/"), "contracts": ("market", "contract/")}
         if projection not in prefixes:
             return web.json({"error": f"no view {projection}"}, status=404)
         name, prefix = prefixes[projection]

@@ -1,0 +1,125 @@
+"""``swarmlog market``: discovery and contracts of the capability marketplace.
+
+Like ``swarmlog agents|commands`` (``cli_query.py``): by default the running workers
+answer (each holds the market table shards of the partitions it owns, so ``find`` asks
+every worker and merges their rankings); ``--from-log`` replays and verifies the
+``market``, ``receipts`` and ``swarm`` topics through the same reducers instead.
+
+Trust-weighted discovery uses a neutral trust of 0.5 for every provider until the trust
+projection is wired in (``projections.market.find`` takes the ``trust`` callable).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from swarmlog.infra.cli_query import FromLogOpt, JsonOpt, _emit, _fail, _replay
+from swarmlog.streams.settings import get_settings
+
+app = typer.Typer(help="Capability marketplace: find listings, show contracts.", no_args_is_help=True)
+MARKET_TOPICS = ["market", "receipts"]
+
+
+def _replay_market() -> Any:
+    from swarmlog.projections.market import MarketProjection
+
+    return _replay(MARKET_TOPICS, [MarketProjection()])
+
+
+def _ask_all(path: str) -> list[Any]:
+    """GET ``path`` from every running worker; the 200 answers."""
+    from swarmlog.processors.views import endpoints
+
+    answers, asked = [], 0
+    for info in endpoints(get_settings().home):
+        asked += 1
+        try:
+            with urllib.request.urlopen(info["url"] + path, timeout=3) as response:
+                answers.append(json.loads(response.read()))
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            continue
+    if not asked:
+        _fail("no running worker found (start one: `swarmlog worker`), or use --from-log", 1)
+    return answers
+
+
+def _merge(rows: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, Any]]:
+    """Re-rank rows from several workers with the same keys ``find`` uses."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        if by == "sla":
+            return (-r["uptime_percent"], r["max_latency_ms"], r["listing_id"])
+        cost = r["unit_cost"] if r["unit_cost"] is not None else float("inf")
+        if by == "trust":
+            return (-r.get("trust", 0.5), -r["value"], r["listing_id"])
+        return (-r["value"], cost, r["listing_id"])
+
+    return sorted(rows, key=key)[:limit]
+
+
+@app.command("find")
+def market_find(
+    capability: Annotated[str, typer.Argument(help="Capability, e.g. data.etl.")],
+    by: Annotated[str, typer.Option("--by", help="Ranking: value (rating / cost), sla (uptime, latency), trust.")]
+    = "value",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many listings.")] = 10,
+    from_log: FromLogOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Open listings of CAPABILITY, best first."""
+    from swarmlog.projections.market import RANKINGS, find
+
+    if by not in RANKINGS:
+        _fail(f"--by must be one of {', '.join(RANKINGS)}, got {by!r}", 2)
+    if from_log:
+        engine = _replay_market()
+        listings = find(engine.stores["market"], capability, by, limit=limit)
+    else:
+        answers = _ask_all(f"/swarmlog/market/find/?capability={quote(capability)}&by={by}&limit={limit}")
+        listings = _merge([row for a in answers for row in a.get("listings", [])], by, limit)
+    if json_out:
+        _emit(listings, True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("listing", "provider", "kind", "unit cost", "rating", "reviews", "uptime %", "max latency ms",
+                  "left", "value", *(["trust"] if by == "trust" else []),
+                  title=f"{capability} by {by}: {len(listings)} listing(s)")
+    for r in listings:
+        cost = "-" if r["unit_cost"] is None else f"{r['unit_cost']:.4g}"
+        table.add_row(r["listing_id"], r["provider"][:24] + "…", r["kind"], cost, f"{r['rating']:.2f}",
+                      str(r["review_count"]), f"{r['uptime_percent']:g}", str(r["max_latency_ms"]),
+                      "∞" if r["remaining"] is None else str(r["remaining"]), f"{r['value']:.4g}",
+                      *([f"{r['trust']:.2f}"] if by == "trust" else []))
+    Console().print(table)
+
+
+@app.command("contract")
+def market_contract(
+    contract_id: Annotated[str, typer.Argument(help="Contract id.")],
+    from_log: FromLogOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """A contract: parties, terms, SLA, status history, measured uptime / p99 latency, penalty, payments."""
+    from swarmlog.projections.market import clock, get_contract
+
+    contract: Any = None
+    if from_log:
+        store = _replay_market().stores["market"]
+        contract = get_contract(store, contract_id, clock(store))
+    else:
+        for answer in _ask_all(f"/swarmlog/contracts/{quote(contract_id, safe='')}/"):
+            contract = answer
+            break
+    if contract is None:
+        _fail(f"unknown contract {contract_id}", 2)
+    _emit(contract, json_out)
