@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -334,6 +335,13 @@ def compare_live_tables(bootstrap: str, prefix: str) -> dict[str, bool]:
                 live = {}
             replayed = snapshot(engine.stores[projection.name], include_marks=True)
             result[projection.name] = canonical_json(live) == canonical_json(replayed)
+            if not result[projection.name]:
+                differing = sorted(k for k in set(live) | set(replayed)
+                                   if canonical_json(live.get(k)) != canonical_json(replayed.get(k)))
+                logging.getLogger("swarmlog.run").warning(
+                    "%s: live table differs from the replay at %d key(s), e.g. %s", projection.name,
+                    len(differing), "; ".join(f"{k}: live={live.get(k)!r} replay={replayed.get(k)!r}"[:400]
+                                              for k in differing[:3]))
     return result
 
 
