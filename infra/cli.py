@@ -48,12 +48,13 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys, cli_market, cli_query, cli_worker
+    from swarmlog.infra import cli_broker, cli_keys, cli_market, cli_query, cli_swarm, cli_worker
 
     app.command("worker")(cli_worker.worker_command)
     app.add_typer(cli_query.agents_app, name="agents")
     app.add_typer(cli_query.consensus_app, name="consensus")
     app.add_typer(cli_query.commands_app, name="commands")
+    app.add_typer(cli_swarm.app, name="swarm")
     app.add_typer(cli_market.app, name="market")
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
@@ -108,6 +109,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("agents per capability", json.dumps(summary.get("agents_per_capability", {})))
     table.add_row("proposals (replayed)", json.dumps(summary.get("proposals", [])))
     table.add_row("verification (replayed)", json.dumps(summary.get("verification", {})))
+    if "swarm" in summary:
+        sw = summary["swarm"]
+        vote = sw["vote"].get("result") or {}
+        table.add_row("swarm vote", f"{vote.get('decision')} (confidence {vote.get('confidence', 0):.2f}, "
+                      f"{sw['vote']['equivocating_voters']} equivocating, {sw['vote']['late_votes']} late)")
+        table.add_row("hive mind", f"generation {sw['hivemind']['generation']}, "
+                      f"intentions {sw['hivemind']['intentions']}")
+        table.add_row("task auction", f"{sw['task']['status']} to {str(sw['task']['assignee'])[:24]}… "
+                      f"(score {sw['task']['score']}, {sw['task']['bids']} bids)")
+        table.add_row("optimisation (PSO, Rastrigin d=5)", json.dumps(sw["optimization"]))
+        table.add_row("formation (CIRCLE)", json.dumps(sw["formation"]))
     table.add_row("live tables == replay", json.dumps(summary.get("live_tables_equal_replay", {})))
     table.add_row("phases (s)", json.dumps(summary.get("phases_seconds", {})))
     console.print(table)

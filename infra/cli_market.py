@@ -23,14 +23,13 @@ from swarmlog.infra.cli_query import FromLogOpt, JsonOpt, _emit, _fail, _replay
 from swarmlog.streams.settings import get_settings
 
 app = typer.Typer(help="Capability marketplace: find listings, show contracts.", no_args_is_help=True)
-MARKET_TOPICS = ["market", "receipts", "swarm"]
+MARKET_TOPICS = ["market", "receipts"]
 
 
 def _replay_market() -> Any:
-    from swarmlog.projections.auction import TaskMarketProjection
     from swarmlog.projections.market import MarketProjection
 
-    return _replay(MARKET_TOPICS, [MarketProjection(), TaskMarketProjection()])
+    return _replay(MARKET_TOPICS, [MarketProjection()])
 
 
 def _ask_all(path: str) -> list[Any]:

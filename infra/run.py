@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -334,6 +335,13 @@ def compare_live_tables(bootstrap: str, prefix: str) -> dict[str, bool]:
                 live = {}
             replayed = snapshot(engine.stores[projection.name], include_marks=True)
             result[projection.name] = canonical_json(live) == canonical_json(replayed)
+            if not result[projection.name]:
+                differing = sorted(k for k in set(live) | set(replayed)
+                                   if canonical_json(live.get(k)) != canonical_json(replayed.get(k)))
+                logging.getLogger("swarmlog.run").warning(
+                    "%s: live table differs from the replay at %d key(s), e.g. %s", projection.name,
+                    len(differing), "; ".join(f"{k}: live={live.get(k)!r} replay={replayed.get(k)!r}"[:400]
+                                              for k in differing[:3]))
     return result
 
 
@@ -381,11 +389,19 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
             if not wait_for_worker(home, bootstrap, prefix):
                 market.notes.append("worker did not catch up with the log before the table comparison")
             phases.append(("marketplace", time.monotonic() - t0))
+            from swarmlog.infra.run_swarm import SwarmEpisode
+
+            swarm = SwarmEpisode(sim)  # vote + hive mind, task auction, optimisation job, formation
+            swarm.run()
+            if not wait_for_worker(home, bootstrap, prefix):
+                swarm.notes.append("worker did not catch up with the log before the table comparison")
+            phases.append(("swarm", time.monotonic() - t0))
             sim.close()
             responder.join(timeout=10)
             worker_alive = worker.poll() is None
         summary = replay_summary(bootstrap, prefix)
         summary["market"] = market.summary(bootstrap, prefix)
+        summary["swarm"] = swarm.summary(bootstrap, prefix)
         phases.append(("replay and verify", time.monotonic() - t0))
         stats = sim.stats
         summary.update({

@@ -128,6 +128,11 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.consensus import ConsensusProjection
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
+    from swarmlog.projections.swarm_jobs import SwarmJobProjection
+    from swarmlog.projections.swarm_resilience import RoleProjection
+    from swarmlog.projections.swarm_space import SwarmSpaceProjection
+    from swarmlog.projections.swarm_tasks import SwarmTaskProjection
+    from swarmlog.projections.swarm_voting import VotingPoolProjection
 
     return {
         "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
@@ -135,16 +140,18 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
         "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
-        # listings/contracts on `market`, SLA monitoring from `receipts`, the Dutch task auction on `swarm`
-        "market": (("market", "receipts", "swarm"), _market_projections),
+        # optimisation jobs run inside the worker that folds the request (bounded budget)
+        "swarm": (("swarm",), lambda: [SwarmJobProjection(), VotingPoolProjection(), SwarmTaskProjection(),
+                                      SwarmSpaceProjection(), RoleProjection()]),
+        # listings/contracts on `market`, SLA monitoring from `receipts`
+        "market": (("market", "receipts"), _market_projections),
     }
 
 
 def _market_projections() -> list[Projection]:
-    from swarmlog.projections.auction import TaskMarketProjection
     from swarmlog.projections.market import MarketProjection
 
-    return [MarketProjection(), TaskMarketProjection()]
+    return [MarketProjection()]
 
 
 def default_replica_projections() -> list[Projection]:

@@ -20,11 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmlog.projections.auction import (
-    TaskMarketProjection,
     auction_outcome,
     commitment_of,
-    task_bid_score,
-    task_market_metrics,
 )
 from swarmlog.projections.base import Derived, InvalidEvent, MemoryStore, Stores, canonical_json, fold, snapshot
 from swarmlog.projections.market import (
@@ -61,7 +58,6 @@ class Market:
     def __init__(self) -> None:
         self.writers = [ChainWriter(identity, SCHEMAS) for identity in IDS]
         self.store = MemoryStore()
-        self.tasks = MemoryStore()
         self.projection = MarketProjection()
         self.log: list[tuple[Event, dict[str, Any]]] = []
         self.dead: list[str] = []
@@ -79,9 +75,7 @@ class Market:
         """Fold one event and, recursively, what it derives (emitted by the worker identity)."""
         event, payload = self.event(who, event_type, body, ts)
         self.log.append((event, payload))
-        projection = TaskMarketProjection() if event_type.startswith("swarm.") else self.projection
-        store = self.tasks if event_type.startswith("swarm.") else self.store
-        derived = fold(projection, Stores(store), event, payload) or []
+        derived = fold(self.projection, Stores(self.store), event, payload) or []
         out = list(derived)
         for d in derived:
             out += self.send(WORKER, d.event_type, d.payload, ts)
@@ -366,34 +360,6 @@ def test_open_auction_needs_increments_and_pays_own_bid() -> None:
     m.send(2, "market.bid", {"listing_id": "auc", "bid_id": "b2", "bidder": DIDS[2], "amount": 15.0})
     m.send(0, "market.auction_closed", {"listing_id": "auc", "winning_bid_id": "b2", "winner": DIDS[2],
                                         "clearing_price": 15.0, "bid_count": 2})
-
-
-# ----------------------------------------------------------------------------- Dutch task auction
-def test_task_bid_score_known_answers() -> None:
-    # 10 x (1 + 0.2) x (2000/1000) x 1/(0.9 + 0.1) = 24
-    assert task_bid_score(10.0, 2, 2000, 0.9) == pytest.approx(24.0)
-    assert task_bid_score(0.0, 0, 1000, 1.0) == 0.01  # floor
-
-
-def test_dutch_task_auction_lowest_score_wins() -> None:
-    m = Market()
-    m.send(0, "swarm.task_posted", {"task_id": "t", "poster": DIDS[0], "required_skills": ["data.etl"],
-                                    "reward": 20.0})
-    m.send(1, "swarm.task_bid", {"task_id": "t", "agent_id": DIDS[1], "bid_price": 10.0,
-                                 "estimated_completion_ms": 2000, "confidence": 0.9, "current_load": 2})  # 24
-    m.send(2, "swarm.task_bid", {"task_id": "t", "agent_id": DIDS[2], "bid_price": 15.0,
-                                 "estimated_completion_ms": 1000, "confidence": 0.9, "current_load": 0})  # 15
-    with pytest.raises(InvalidEvent, match="bid-above-reward"):
-        m.send(3, "swarm.task_bid", {"task_id": "t", "agent_id": DIDS[3], "bid_price": 21.0,
-                                     "estimated_completion_ms": 1, "confidence": 1.0, "current_load": 0})
-    with pytest.raises(InvalidEvent, match="auction-mismatch"):
-        m.send(0, "swarm.task_assigned", {"task_id": "t", "agent_id": DIDS[1], "bid_price": 10.0,
-                                          "score": task_bid_score(10.0, 2, 2000, 0.9), "bid_count": 2})
-    m.send(0, "swarm.task_assigned", {"task_id": "t", "agent_id": DIDS[2], "bid_price": 15.0,
-                                      "score": task_bid_score(15.0, 0, 1000, 0.9), "bid_count": 2})
-    assert task_market_metrics(m.tasks) == {"open": 0, "assigned": 1, "completed": 0, "failed": 0}
-    m.send(2, "swarm.task_completed", {"task_id": "t", "agent_id": DIDS[2], "success": True, "duration_ms": 900})
-    assert task_market_metrics(m.tasks)["completed"] == 1
 
 
 # ----------------------------------------------------------------------------- determinism

@@ -33,11 +33,22 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     # plus the marketplace episode's receipts (executions billed to contracts, not brokered commands)
     assert sum(summary["commands_by_status"].values()) == 60 + summary["market"]["receipts"]
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
-    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True,
-                                                   "market": True, "taskmarket": True}
+    assert summary["live_tables_equal_replay"] == {
+        "routing": True, "consensus": True, "sessions": True, "market": True, "swarm_jobs": True,
+        "swarm_voting": True, "swarm_tasks": True, "swarm_space": True, "swarm_roles": True}
     market = summary["market"]
     statuses = sorted(c["status"] for c in market["contracts"].values())
     assert statuses == ["BREACHED", "FULFILLED"], market  # the slow seller breaks its latency SLA
     assert [c["penalty"] > 0 for c in market["contracts"].values() if c["status"] == "BREACHED"] == [True]
     assert market["auction"]["clearing_price"] == 35.0  # second-highest revealed bid (42 wins, 18 unrevealed)
     assert market["analytics"]["trade_count"] == 2 and not market["refused"], market
+    swarm = summary["swarm"]
+    assert not swarm["notes"], swarm
+    # the swarm vote: 6 of 7 for scale_out, one equivocator voided, the straggler late
+    assert swarm["vote"]["result"]["decision"] == "scale_out" and swarm["vote"]["equivocating_voters"] == 1
+    assert swarm["vote"]["late_votes"] == 1 and swarm["hivemind"]["generation"] == 1
+    assert swarm["hivemind"]["intentions"] == ["scale_out"]
+    assert swarm["task"]["status"] == "COMPLETED" and swarm["task"]["late_bids"] == 1
+    assert swarm["optimization"]["status"] == "DONE" and swarm["optimization"]["best_value"] <= 1e-6
+    assert swarm["formation"]["error_after"] < 1.0 < swarm["formation"]["error_before"]
+    assert swarm["formation"]["min_distance"] >= 25.0
