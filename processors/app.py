@@ -6,7 +6,8 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
   co-partitioned): the routing projection decides every command and emits
   ``commands.routed`` / ``commands.route_failed``;
 * ``consensus`` — topic ``consensus``: proposals, individually signed votes, decisions;
-* ``sessions`` — topic ``sessions``.
+* ``sessions`` — topic ``sessions``;
+* ``heal`` — topics ``metrics`` + ``receipts`` + ``heal``: the MAPE-K loop (projections/heal.py).
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
@@ -126,6 +127,7 @@ class RegistryReplica:
 
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
     from swarmlog.projections.consensus import ConsensusProjection
+    from swarmlog.projections.heal import HealProjection
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
 
@@ -135,6 +137,8 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
         "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
+        # MAPE-K: detectors per component (metrics lane), breakers per receipts lane, knowledge from heal
+        "heal": (("metrics", "receipts", "heal"), lambda: [HealProjection()]),
     }
 
 
