@@ -48,9 +48,10 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys, cli_query, cli_worker
+    from swarmlog.infra import cli_broker, cli_keys, cli_learning, cli_query, cli_worker
 
     app.command("worker")(cli_worker.worker_command)
+    app.command("forecast")(cli_learning.forecast_command)
     app.add_typer(cli_query.agents_app, name="agents")
     app.add_typer(cli_query.consensus_app, name="consensus")
     app.add_typer(cli_query.commands_app, name="commands")
