@@ -28,7 +28,6 @@ import json
 import math
 import random
 import statistics
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,9 +36,8 @@ from typing import Any
 from common import machine  # benchmarks/common.py (scripts run from benchmarks/)
 from river import datasets, metrics
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from swarmlog.projections.forecast import SeriesForecaster  # noqa: E402
-from swarmlog.projections.learning import (  # noqa: E402
+from swarmlog.projections.forecast import SeriesForecaster
+from swarmlog.projections.learning import (
     RIVER_VERSION,
     DriftDetector,
     LatencyPredictor,
@@ -52,16 +50,15 @@ def regression() -> dict[str, Any]:
     rows = list(datasets.TrumpApproval())
     model = LatencyPredictor(alpha=0.1)
     mae_model, mae_mean = metrics.MAE(), metrics.MAE()
-    mean, n = 0.0, 0
+    mean = 0.0
     t = time.perf_counter()
     for x, y in rows:
         mae_model.update(y, model.predict(x))
         model.learn(x, y)
     model_s = time.perf_counter() - t
     t = time.perf_counter()
-    for _x, y in rows:
+    for n, (_x, y) in enumerate(rows, start=1):
         mae_mean.update(y, mean)
-        n += 1
         mean += (y - mean) / n
     mean_s = time.perf_counter() - t
     return {"dataset": "TrumpApproval", "rows": len(rows),
