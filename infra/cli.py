@@ -110,6 +110,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("verification (replayed)", json.dumps(summary.get("verification", {})))
     table.add_row("live tables == replay", json.dumps(summary.get("live_tables_equal_replay", {})))
     table.add_row("phases (s)", json.dumps(summary.get("phases_seconds", {})))
+    from swarmlog.infra.run_heal import one_line
+
+    table.add_row("self-healing", one_line(summary.get("self_healing")))
     console.print(table)
     if "worker_log_tail" in summary:
         console.print(summary["worker_log_tail"], markup=False)

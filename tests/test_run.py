@@ -32,4 +32,9 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     assert not {k for k in verification if k in ("forged", "malformed", "pending", "unknown-key")}
     assert sum(summary["commands_by_status"].values()) == 60
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
-    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True, "heal": True}
+    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True,
+                                                   "heal": True}
+    # the self-healing service mesh: the degraded agent is detected, acted on, and recovers
+    heal = summary["self_healing"]
+    assert heal["recovered"] is True and heal["anomaly"]["component"] == heal["degraded_agent"]
+    assert heal["action"]["target"] == heal["degraded_agent"] and heal["time_to_recover_ms"] > 0
