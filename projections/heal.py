@@ -34,7 +34,9 @@ transitions) reads only its own lane, so a replay re-derives exactly the same ev
 Model state (``model/<component>/<metric>``) is a checkpoint: the pickled detectors, the
 River version, and the position learned up to (producer stream, lane, seq, event time).
 A restarted worker restores the table and continues from it; ``fold``'s marks skip what
-the checkpoint already learned.
+the checkpoint already learned. A checkpoint written by another River version is not
+unpickled: the detectors relearn from the next sample (a River upgrade therefore
+changes decisions relative to a replay under the old version, as any model change does).
 """
 
 from __future__ import annotations
@@ -160,10 +162,12 @@ class HealProjection(Projection):
 
         mkey = f"{MODEL_PREFIX}{component}/{metric}"
         checkpoint = own.get(mkey)
-        if checkpoint is None:
+        try:
+            detector, drifter = loads(checkpoint["model"]) if checkpoint else (None, None)
+        except ValueError:  # written by another River version: pickles do not carry over, relearn
+            detector, drifter = None, None
+        if detector is None:
             detector, drifter = ZScoreDetector(Z_THRESHOLD, GRACE_SAMPLES), None
-        else:
-            detector, drifter = loads(checkpoint["model"])
         score, anomalous = detector.update(float(value))
         out: list[Derived] = []
         if drifter is None and detector.n >= GRACE_SAMPLES:

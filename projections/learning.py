@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import river
-from river import drift, linear_model, optim, preprocessing, stats, utils
+from river import drift, linear_model, optim, preprocessing, stats
 
 RIVER_VERSION = river.__version__
 QUANTILES = (0.5, 0.95, 0.99)
@@ -305,16 +305,16 @@ class DriftDetector:
         self.method = method
         self.seen = 0
         self.before = stats.Mean()
-        self.recent: Any = utils.Rolling(stats.Mean, window_size=recent_window)
+        self.recent: deque[float] = deque(maxlen=recent_window)  # plain deque: River's Rolling API changed in 0.26
 
     def update(self, value: float) -> tuple[bool, float | None, float | None]:
         """(drift detected at this value, mean before, recent mean)."""
         v = _finite(value, "value")
         self.detector.update(v)
         self.seen += 1
-        self.recent.update(v)
+        self.recent.append(v)
         if self.detector.drift_detected:
-            prev, cur = float(self.before.get()), float(self.recent.get())
+            prev, cur = float(self.before.get()), sum(self.recent) / len(self.recent)
             self.before = stats.Mean()
             return True, prev, cur
         self.before.update(v)

@@ -217,3 +217,13 @@ def test_replay_and_resume_from_checkpoint_reproduce_every_decision() -> None:
         [(d.event_type, d.payload) for d in live.derived]
     checkpoint = live.store.get("model/svc-a/latency_p99_ms")
     assert checkpoint["model"]["river"] and checkpoint["learned_to"]["seq"] > 0
+
+
+def test_a_checkpoint_from_another_river_version_relearns_instead_of_failing() -> None:
+    log = Log()
+    t = baseline(log, "svc-a")
+    key = "model/svc-a/latency_p99_ms"
+    stale = log.store.get(key)
+    log.store.put(key, {**stale, "model": {**stale["model"], "river": "0.0.1"}})
+    assert of(log.sample("svc-a", 400.0, t), "heal.anomaly_detected") == []  # a fresh detector is in its grace
+    assert log.store.get(key)["model"]["river"] != "0.0.1"
