@@ -48,9 +48,10 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys, cli_market, cli_query, cli_swarm, cli_worker
+    from swarmlog.infra import cli_broker, cli_keys, cli_learning, cli_market, cli_query, cli_swarm, cli_worker
 
     app.command("worker")(cli_worker.worker_command)
+    app.command("forecast")(cli_learning.forecast_command)
     app.add_typer(cli_query.agents_app, name="agents")
     app.add_typer(cli_query.consensus_app, name="consensus")
     app.add_typer(cli_query.commands_app, name="commands")
@@ -122,6 +123,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row("formation (CIRCLE)", json.dumps(sw["formation"]))
     table.add_row("live tables == replay", json.dumps(summary.get("live_tables_equal_replay", {})))
     table.add_row("phases (s)", json.dumps(summary.get("phases_seconds", {})))
+    from swarmlog.infra.run_heal import one_line
+
+    table.add_row("self-healing", one_line(summary.get("self_healing")))
     console.print(table)
     if "worker_log_tail" in summary:
         console.print(summary["worker_log_tail"], markup=False)

@@ -146,7 +146,7 @@ class SwarmEpisode:
         if stores is None:
             self.notes.append("task not assigned in time")
         else:
-            winner = get_task(stores["swarm_tasks"], self.task_id)["assignee"]  # type: ignore[index]
+            winner = str((get_task(stores["swarm_tasks"], self.task_id) or {})["assignee"])
             agent = sim.by_did[winner]
             agent.producer.produce("swarm.task_completed", {"task_id": self.task_id, "agent_id": winner,
                                                             "success": True, "duration_ms": 740,

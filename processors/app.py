@@ -6,7 +6,8 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
   co-partitioned): the routing projection decides every command and emits
   ``commands.routed`` / ``commands.route_failed``;
 * ``consensus`` — topic ``consensus``: proposals, individually signed votes, decisions;
-* ``sessions`` — topic ``sessions``.
+* ``sessions`` — topic ``sessions``;
+* ``heal`` — topics ``metrics`` + ``receipts`` + ``heal``: the MAPE-K loop (projections/heal.py).
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
@@ -126,6 +127,7 @@ class RegistryReplica:
 
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
     from swarmlog.projections.consensus import ConsensusProjection
+    from swarmlog.projections.heal import HealProjection
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
@@ -145,6 +147,8 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
                                       SwarmSpaceProjection(), RoleProjection()]),
         # listings/contracts on `market`, SLA monitoring from `receipts`
         "market": (("market", "receipts"), _market_projections),
+        # MAPE-K: detectors per component (metrics lane), breakers per receipts lane, knowledge from heal
+        "heal": (("metrics", "receipts", "heal"), lambda: [HealProjection()]),
     }
 
 

@@ -89,11 +89,14 @@ Decision procedure (``now = max(registry clock, request timestamp)``):
    LEAST_LOADED   (load/max_concurrency, -fitness, id)   capacity_factor
    ROUND_ROBIN    eligible sorted by id, index           fitness
                   ``cursor % len(eligible)``
+   PREDICTED      (predicted_latency_ms, -fitness, id)   latency_factor(predicted)
    ============== ====================================== =============================
 
    Fitness is the secondary key (not the id) because exact ties on one metric are the
    common case (every fresh agent has load 0 and the same prior reliability) and the id
-   alone would send them all to the same agent. TRUST_WEIGHTED, PREDICTED and MIN_COST
+   alone would send them all to the same agent. PREDICTED minimises ``predicted_latency_ms``
+   (a learned prediction carried by the candidate, else latency × queueing ÷ reliability;
+   recorded in ``inputs.predicted_latency_ms``). TRUST_WEIGHTED and MIN_COST
    need the trust, learning and market projections, which this router does not read:
    they **fall back to BEST_FIT**, as the schema prescribes for symbols a reader does not
    know; the routed event's ``strategy`` says BEST_FIT (the strategy actually applied)
@@ -141,7 +144,7 @@ from swarmlog.projections.registry import (
 CMD_PREFIX = "cmd/"
 RR_PREFIX = "rr/"
 
-IMPLEMENTED_STRATEGIES = ("MIN_LATENCY", "MAX_RELIABILITY", "BEST_FIT", "ROUND_ROBIN", "LEAST_LOADED")
+IMPLEMENTED_STRATEGIES = ("MIN_LATENCY", "MAX_RELIABILITY", "BEST_FIT", "ROUND_ROBIN", "LEAST_LOADED", "PREDICTED")
 FALLBACK_STRATEGY = "BEST_FIT"
 ALTERNATIVES = 3
 
@@ -184,11 +187,27 @@ def _load_ratio(c: Candidate) -> float:
     return float(c["load"] / c["max_concurrency"])
 
 
+def predicted_latency_ms(c: Candidate) -> float:
+    """PREDICTED strategy: expected time to a *successful* completion on this agent, ms.
+
+    A learned prediction when the candidate carries one (``predicted_latency_ms``, e.g.
+    from ``learning.LatencyPredictor``); otherwise the registry's own online estimate:
+    decayed latency × (1 + load / max_concurrency) (queueing behind in-flight work) ÷
+    reliability (expected attempts until success, geometric), so a fast agent that fails
+    half its calls predicts as slow as it effectively is.
+    """
+    learned = c.get("predicted_latency_ms")
+    if learned is not None:
+        return float(learned)
+    return float(c["latency_ms"]) * (1 + _load_ratio(c)) / max(float(c["reliability"]), 0.05)
+
+
 _KEYS: dict[str, Callable[[Candidate], tuple[Any, ...]]] = {
     "BEST_FIT": lambda c: (-fitness(c), c["agent_id"]),
     "MIN_LATENCY": lambda c: (c["latency_ms"], -fitness(c), c["agent_id"]),
     "MAX_RELIABILITY": lambda c: (-c["reliability"], -fitness(c), c["agent_id"]),
     "LEAST_LOADED": lambda c: (_load_ratio(c), -fitness(c), c["agent_id"]),
+    "PREDICTED": lambda c: (predicted_latency_ms(c), -fitness(c), c["agent_id"]),
 }
 
 
@@ -202,6 +221,8 @@ def score_of(strategy: str, c: Candidate) -> float:
         return capacity_factor(c["load"], c["max_concurrency"])
     if strategy in ("BEST_FIT", "ROUND_ROBIN"):
         return fitness(c)
+    if strategy == "PREDICTED":
+        return latency_factor(predicted_latency_ms(c))
     raise ValueError(f"strategy {strategy!r} is not implemented by this router")
 
 
@@ -280,11 +301,14 @@ def route_inputs(c: Candidate) -> dict[str, Any]:
 
 def candidate_from_inputs(agent_id: str, inputs: Mapping[str, Any], health_status: str = "UNKNOWN") -> dict[str, Any]:
     """A candidate dict ``choose`` accepts, rebuilt from a recorded ``RouteInputs``."""
-    return {
+    out = {
         "agent_id": agent_id, "health": inputs["health_score"], "health_status": health_status,
         "latency_ms": inputs["latency_ms"], "reliability": inputs["reliability"],
         "load": inputs["current_load"], "max_concurrency": inputs["max_concurrency"],
     }
+    if inputs.get("predicted_latency_ms") is not None:
+        out["predicted_latency_ms"] = inputs["predicted_latency_ms"]
+    return out
 
 
 def candidates_for(registry: StateStore, capability: str, now_ms: int) -> list[dict[str, Any]]:
@@ -522,6 +546,13 @@ class RoutingProjection(Projection):
         own.put(cmd_key(command_id), resolve({**old, "receipts": {**old["receipts"], agent_id: receipt}}))
 
 
+def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
+    inputs = route_inputs(chosen)
+    if strategy == "PREDICTED":
+        inputs["predicted_latency_ms"] = predicted_latency_ms(chosen)
+    return inputs
+
+
 def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],
             eligible: list[Candidate], position: int) -> list[Derived]:
     chosen = pick(eligible, strategy, position)
@@ -531,7 +562,7 @@ def _routed(command_id: str, capability: str, strategy: str, candidates: Sequenc
     return [Derived("commands.routed", {
         "command_id": command_id, "capability": capability, "agent_id": chosen["agent_id"],
         "strategy": strategy, "score": score, "candidates": len(candidates), "eligible": len(eligible),
-        "inputs": route_inputs(chosen), "alternatives": alternatives, "model_version": None,
+        "inputs": _inputs_for(strategy, chosen), "alternatives": alternatives, "model_version": None,
     }, subject=command_id)]
 
 
@@ -545,6 +576,7 @@ __all__ = [
     "candidates_for",
     "choose",
     "pick",
+    "predicted_latency_ms",
     "resolve",
     "route_inputs",
     "runner_ups",

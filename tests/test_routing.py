@@ -96,6 +96,8 @@ def four_agents() -> Fabric:
     ("MAX_RELIABILITY", "a3", 0.99),
     ("LEAST_LOADED", "a4", 1.0),
     ("ROUND_ROBIN", "a1", 0.3 * 1.0 + 0.3 / 1.5 + 0.2 * 0.95 + 0.2 * 0.75),  # cursor 0 → first by id
+    # predicted = latency × (1 + load/max) ÷ reliability: a2 10 × 1.5 / 0.7 ≈ 21 ms beats a1 50 × 1.25 / 0.95 ≈ 66
+    ("PREDICTED", "a2", 1 / (1 + 10 * 1.5 / 0.7 / 100)),
 ])
 def test_each_strategy_picks_its_known_answer(strategy: str, winner: str, score: float) -> None:
     f = four_agents()
@@ -164,7 +166,7 @@ def test_least_loaded_spreads_load_then_over_capacity() -> None:
     check_registry(f.registry_store)
 
 
-@pytest.mark.parametrize("requested", ["TRUST_WEIGHTED", "PREDICTED", "MIN_COST"])
+@pytest.mark.parametrize("requested", ["TRUST_WEIGHTED", "MIN_COST"])
 def test_unimplemented_strategies_fall_back_to_best_fit(requested: str) -> None:
     f = four_agents()
     d = only(f.request("c1", "db.query", requested))
@@ -383,7 +385,7 @@ def test_choose_reports_failure_reasons() -> None:
     assert choose([full, sick], "BEST_FIT", 0) == (None, 0.0, "OVER_CAPACITY")
     assert choose([{**full, "load": 1}], "LEAST_LOADED", 0) == ("a", capacity_factor(1, 2), "")
     with pytest.raises(ValueError):
-        choose([{**full, "load": 0}], "PREDICTED", 0)
+        choose([{**full, "load": 0}], "TRUST_WEIGHTED", 0)
 
 
 def test_engine_replay_folds_both_projections() -> None:
@@ -661,3 +663,16 @@ def test_replay_in_any_interleaving_gives_the_same_registry_and_routing(ops: lis
     event(f"decided commands: {'5+' if decided >= 5 else decided}")
     for _ in range(3):
         assert stores(interleave(records, rng)) == reference
+
+
+def test_predicted_strategy_prefers_effective_speed_and_a_learned_prediction() -> None:
+    fast_flaky = {"agent_id": "f", "health": 1.0, "health_status": "HEALTHY", "latency_ms": 20.0,
+                  "reliability": 0.1, "load": 0, "max_concurrency": 4}
+    steady = {**fast_flaky, "agent_id": "s", "latency_ms": 60.0, "reliability": 0.99}
+    # 20 ms at 10 % success costs 200 ms per success; 60 ms at 99 % costs ≈ 61 ms
+    assert choose([fast_flaky, steady], "PREDICTED", 0)[0] == "s"
+    assert choose([fast_flaky, steady], "MIN_LATENCY", 0)[0] == "f"
+    learned = {**fast_flaky, "predicted_latency_ms": 5.0}  # a model says f has recovered
+    agent, score, _ = choose([learned, steady], "PREDICTED", 0)
+    assert (agent, score) == ("f", latency_factor(5.0))
+    assert applied_strategy("PREDICTED") == "PREDICTED"

@@ -35,7 +35,7 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
     assert summary["live_tables_equal_replay"] == {
         "routing": True, "consensus": True, "sessions": True, "market": True, "swarm_jobs": True,
-        "swarm_voting": True, "swarm_tasks": True, "swarm_space": True, "swarm_roles": True}
+        "swarm_voting": True, "swarm_tasks": True, "swarm_space": True, "swarm_roles": True, "heal": True}
     market = summary["market"]
     statuses = sorted(c["status"] for c in market["contracts"].values())
     assert statuses == ["BREACHED", "FULFILLED"], market  # the slow seller breaks its latency SLA
@@ -52,3 +52,7 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     assert swarm["optimization"]["status"] == "DONE" and swarm["optimization"]["best_value"] <= 1e-6
     assert swarm["formation"]["error_after"] < 1.0 < swarm["formation"]["error_before"]
     assert swarm["formation"]["min_distance"] >= 25.0
+    # the self-healing service mesh: the degraded agent is detected, acted on, and recovers
+    heal = summary["self_healing"]
+    assert heal["recovered"] is True and heal["anomaly"]["component"] == heal["degraded_agent"]
+    assert heal["action"]["target"] == heal["degraded_agent"] and heal["time_to_recover_ms"] > 0
