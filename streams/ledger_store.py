@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 from rocksdict import BlockBasedOptions, Options, Rdict, SstFileWriter, WriteBatch
 
@@ -90,8 +91,8 @@ class RocksNodeStore:
 
     def get_nodes(self, positions: Sequence[tuple[int, int]]) -> list[bytes | None]:
         """Several nodes in one RocksDB multi-get (what a proof needs, for the CLI/bench)."""
-        keys = [_PACK_NODE(_NODE, level, index) for level, index in positions]
-        found = self._db.get(keys)
+        keys: list[Any] = [_PACK_NODE(_NODE, level, index) for level, index in positions]
+        found = cast(list[bytes | None], self._db.get(keys))
         return [self._pending.get(k, v) for k, v in zip(keys, found, strict=True)]
 
     def put_node(self, level: int, index: int, digest: bytes) -> None:
@@ -154,6 +155,7 @@ class RocksLedger:
         self.store = RocksNodeStore(self._db, self.alg.digest_size)
         self.log = MerkleLog(self.alg, store=self.store, size=_UNPACK_U64(size_raw)[0] if size_raw else 0)
         self._staged_hashes: dict[bytes, int] = {}
+        self._staged_ids: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ writing
     @property
@@ -170,6 +172,9 @@ class RocksLedger:
 
     def index_of_id(self, event_id: bytes) -> int | None:
         """Leaf index of an event id (16-byte UUID), or None."""
+        staged = self._staged_ids.get(event_id)
+        if staged is not None:
+            return staged
         raw = self._db.get(_ID_INDEX + event_id)
         return None if raw is None else _UNPACK_U64(raw)[0]
 
@@ -183,6 +188,7 @@ class RocksLedger:
         stage(_HASH_INDEX + event_hash, packed)
         if event_id is not None:
             stage(_ID_INDEX + event_id, packed)
+            self._staged_ids[event_id] = index
         self._staged_hashes[event_hash] = index
         return index
 
@@ -201,7 +207,8 @@ class RocksLedger:
         for h in event_hashes:
             if type(h) is not bytes or len(h) != digest:
                 raise ProofError(f"event hashes must be {digest} bytes")
-        found = self._db.get([_HASH_INDEX + h for h in event_hashes])
+        keys: list[Any] = [_HASH_INDEX + h for h in event_hashes]
+        found = cast(list[bytes | None], self._db.get(keys))
         staged = self._staged_hashes
         start = self.log.size
         fresh: list[bytes] = []
@@ -219,6 +226,7 @@ class RocksLedger:
             stage(_HASH_INDEX + event_hash, packed)
             if event_ids is not None:
                 stage(_ID_INDEX + event_ids[position], packed)
+                self._staged_ids[event_ids[position]] = index
             result.append(index)
         if fresh:
             self._append_leaf_hashes([leaf_hash(h, self.alg) for h in fresh])
@@ -253,6 +261,7 @@ class RocksLedger:
         self._db.write(self.store.take_batch())
         self.store.written()
         self._staged_hashes.clear()
+        self._staged_ids.clear()
 
     # ------------------------------------------------------------------ reading
     def _check(self, index: int) -> None:
