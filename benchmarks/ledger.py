@@ -7,6 +7,7 @@ Three measurements, one run, one machine:
 * ``append_many``: ``RocksLedger.append_many`` in batches of ``--batch`` event hashes (the
   duplicate check is one multi-get per batch; leaves, nodes and the event-hash index are staged
   and committed atomically once per batch) into an empty store -- ``--append`` leaves;
+* ``memory_append``: ``MerkleLog.append`` into the pure in-memory store, as the in-run reference;
 * ``append``: the same through ``RocksLedger.append`` one leaf at a time (commit every batch);
 * ``prove``: ``--proofs`` inclusion proofs of random leaves in the full tree of ``--leaves``
   leaves (RocksDB point reads through the NodeStore, O(log n)), each verified outside the timed
@@ -102,6 +103,15 @@ def main() -> None:
     try:
         leaves = _hashes(args.append, args.seed)
         result: dict[str, Any] = {"benchmark": "ledger", "machine": machine()}
+        started = time.perf_counter()
+        reference = m.MerkleLog()
+        for h in leaves:
+            reference.append(h)
+        memory_s = time.perf_counter() - started
+        # same leaves into the pure in-memory log: the ratio shows what RocksDB costs, whatever the load
+        result["memory_append"] = {"leaves": len(leaves), "seconds": round(memory_s, 3),
+                                   "leaves_per_s": round(len(leaves) / memory_s)}
+        del reference
         result["append_many"] = bench_append(os.path.join(root_dir, "many"), leaves, args.batch, False)
         print(f"append_many: {result['append_many']}", file=sys.stderr)
         single = leaves[: max(args.append // 5, 1)]

@@ -26,6 +26,7 @@ from typing import Any, cast
 from rocksdict import BlockBasedOptions, Options, Rdict, SstFileWriter, WriteBatch
 
 from swarmlog.streams.merkle import (
+    _FAST_SHA256,
     SHA256,
     HashAlgorithm,
     MemoryNodeStore,
@@ -44,7 +45,9 @@ _META_SIZE = b"m:size"
 _META_ALG = b"m:alg"
 _META_COMPACTED = b"m:compacted"
 # interior-node hash constructors (``HASH(0x01 || left || right)`` is built by the caller)
-_NODE_HASH = {HashAlgorithm.SHA256: hashlib.sha256, HashAlgorithm.SHA3_256: hashlib.sha3_256}
+# CPython's built-in SHA-256 beats OpenSSL's on 33-65 byte messages (see merkle._builtin_sha256)
+_NODE_HASH: dict[HashAlgorithm, Any] = {HashAlgorithm.SHA256: _FAST_SHA256, HashAlgorithm.SHA3_256: hashlib.sha3_256}
+_LEAF_HASH = _NODE_HASH
 _PACK_NODE = struct.Struct(">cBQ").pack
 _PACK_U64 = struct.Struct(">Q").pack
 _UNPACK_U64 = struct.Struct(">Q").unpack
@@ -229,20 +232,29 @@ class RocksLedger:
                 self._staged_ids[event_ids[position]] = index
             result.append(index)
         if fresh:
-            self._append_leaf_hashes([leaf_hash(h, self.alg) for h in fresh])
+            leaf = _LEAF_HASH[self.alg]
+            self._append_leaf_hashes([leaf(b"\x00" + h).digest() for h in fresh])
         return result
 
     def _append_leaf_hashes(self, hashes: list[bytes]) -> None:
-        """Stage the leaves and every node they complete, level by level; reopen the frontier."""
+        """Stage the leaves and every node they complete, level by level; reopen the frontier.
+
+        Writes go straight into the batch (not through ``put_node``): these positions are new by
+        construction, and the per-node call is most of the cost of an append.
+        """
         store = self.store
-        put = store.put_node
+        pending = store._pending
+        batch_put = store._batch.put
+        pack = _PACK_NODE
         node = _NODE_HASH[self.alg]
         first = self.log.size
         end = first + len(hashes)
         level, lo, current = 0, first, hashes
         while current:
             for offset, h in enumerate(current):
-                put(level, lo + offset, h)
+                key = pack(_NODE, level, lo + offset)
+                pending[key] = h
+                batch_put(key, h)
             if lo & 1:
                 left = store.get_node(level, lo - 1)
                 if left is None:
