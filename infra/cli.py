@@ -48,7 +48,16 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys, cli_learning, cli_market, cli_query, cli_swarm, cli_worker
+    from swarmlog.infra import (
+        cli_broker,
+        cli_keys,
+        cli_learning,
+        cli_ledger,
+        cli_market,
+        cli_query,
+        cli_swarm,
+        cli_worker,
+    )
 
     app.command("worker")(cli_worker.worker_command)
     app.command("forecast")(cli_learning.forecast_command)
@@ -60,6 +69,7 @@ def _mount_subcommands() -> None:
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")
+    app.add_typer(cli_ledger.app, name="ledger")
 
 
 @app.callback()

@@ -35,6 +35,7 @@ import mode
 from faust.streams import _current_event
 
 from swarmlog.processors.faust_compat import correct_end_offsets_for_embedded_broker
+from swarmlog.processors.ledger_app import LEDGER_STORE_PREFIX, add_ledger_views, ledger_table, make_recorder
 from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore
 from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
@@ -203,6 +204,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         counters[domain] = Counters()
         all_stores.update(_add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink,
                                       config.partitions, counters[domain]))
+    add_ledger_views(app, lambda: all_stores)
     add_views(app, lambda: all_stores, lambda: {
         "worker": config.name, "replica_records": replica.records, "replica_alive": replica.alive,
         "replica_counts": dict(replica.engine.counts), "replica_error": replica.error,
@@ -241,10 +243,13 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
         return TableStore(tables[name])
 
     channel = app.topic(*topic_names, value_serializer="raw", key_serializer="raw")
+    ledger_store = ledger_table(app, domain, partitions)
 
     async def agent(stream: faust.StreamT) -> None:
         runtime = PartitionedRuntime(projections, store_for, extra_stores=_replica_stores(projections, replica))
         runtime.counters = counters  # per-reason counters, shown by /swarmlog/health/
+        if ledger_store is not None:
+            runtime.ledger = make_recorder(ledger_store, sink)
         if any(p.reads for p in projections):
             replica.start()
             await asyncio.to_thread(replica.caught_up.wait, REPLICA_CATCH_UP_S)
@@ -269,7 +274,10 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
 
     agent.__name__ = f"swarmlog_{domain}"
     app.agent(channel, name=f"swarmlog.{domain}")(agent)
-    return {name: store_for(name) for name in tables}
+    stores = {name: store_for(name) for name in tables}
+    if ledger_store is not None:
+        stores[f"{LEDGER_STORE_PREFIX}{domain}"] = ledger_store
+    return stores
 
 
 def _set_current_event(event: Any) -> None:

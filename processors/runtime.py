@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from swarmlog.projections.base import JSON, Projection, StateStore
 from swarmlog.projections.engine import Engine, Outcome
+from swarmlog.projections.ledger import LedgerRecorder
 from swarmlog.streams.codec import SchemaStore, default_store
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.verify import RawRecord
@@ -115,6 +116,8 @@ class PartitionedRuntime:
         self.engines: dict[tuple[str, int], Engine] = {}
         self.last_offset: dict[tuple[str, int], int] = {}
         self.counters = Counters()
+        #: optional audit ledger (projections/ledger.py): fed each record's authenticated events
+        self.ledger: LedgerRecorder | None = None
 
     def engine(self, topic: str, partition: int) -> Engine:
         key = (topic, partition)
@@ -151,7 +154,10 @@ class PartitionedRuntime:
                 before_each(index)
             engine = self.engine(record.topic, record.partition)
             before = dict(engine.counts)
-            outcome.extend(engine.feed(record))
+            fed = engine.feed(record)
+            if self.ledger is not None:  # same current event: ledger writes go to this record's changelog
+                fed.derived.extend(self.ledger.record(fed.authenticated))
+            outcome.extend(fed)
             self.counters.add({k: v - before.get(k, 0) for k, v in engine.counts.items() if v != before.get(k, 0)})
             touched.add(tp)
         pending: set[tuple[str, int, int]] = set()

@@ -51,9 +51,12 @@ class Outcome:
     derived: list[tuple[Event, Derived]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates_skipped: int = 0
+    #: every event the verifier authenticated, with its record, in release order (the ledger's leaves)
+    authenticated: list[tuple[RawRecord, Event]] = field(default_factory=list)
 
     def extend(self, other: Outcome) -> None:
         self.applied.extend(other.applied)
+        self.authenticated.extend(other.authenticated)
         self.derived.extend(other.derived)
         self.dead_letters.extend(other.dead_letters)
         self.duplicates_skipped += other.duplicates_skipped
@@ -139,6 +142,7 @@ class Engine:
         event = verdict.event
         assert event is not None
         self._count("authenticated")
+        outcome.authenticated.append((verdict.record, event))
         self._apply(verdict.record, event, outcome)
 
     def _apply(self, record: RawRecord, event: Event, outcome: Outcome) -> None:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     )
     seal_batch: int = Field(default=1024, ge=1, description="Events per producer seal (Merkle batch).")
     seal_interval_ms: int = Field(default=200, ge=1, description="Longest time an event waits for its seal.")
+    ledger: bool = Field(default=True, description="Workers append authenticated events to the Merkle ledger.")
+    ledger_hash: str = Field(default="sha256", pattern="^(sha256|sha3-256)$",
+                             description="Ledger tree hash: sha256 (RFC 9162/CT default) or sha3-256.")
+    ledger_checkpoint_leaves: int = Field(default=1000, ge=1, description="Checkpoint a lane every N new leaves.")
+    ledger_checkpoint_interval_ms: int = Field(
+        default=60_000, ge=1, description="...or when this much EVENT time passed since its last checkpoint.")
 
     @property
     def keystore_dir(self) -> Path:

@@ -888,3 +888,62 @@ json_values = st.recursive(
 def test_json_garbage_never_raises_anything_but_proof_error(doc: dict[str, Any]) -> None:
     _only_proof_errors(lambda: m.proof_from_json(doc))
     _only_proof_errors(lambda: m.proof_from_json(json.dumps(doc)))
+
+
+# --------------------------------------------------------------------------- RFC 9162 §2.1.3/§2.1.4 error cases
+# (the ones the list above does not spell out: every check of both verifiers and the proof objects)
+
+_LEAVES8 = [bytes([i]) for i in range(8)]
+_LOG8 = build_log(_LEAVES8)
+
+
+def _good_consistency(size1: int, size2: int) -> tuple[bytes, bytes, list[bytes]]:
+    return _LOG8.root(size1), _LOG8.root(size2), _LOG8.consistency_proof(size1, size2)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        # §2.1.3.2 step 1: leaf_index >= tree_size
+        (lambda: m.verify_inclusion(m.leaf_hash(b"\x07"), 8, 8, _LOG8.inclusion_proof(7), _LOG8.root()),
+         "not in a tree of size 8"),
+        (lambda: m.InclusionProof(8, 8, ()), "not in a tree of size 8"),
+        (lambda: _LOG8.inclusion_proof(8), "not in a tree of size 8"),
+        # wrong proof length, one hash short / one hash extra, for a valid leaf
+        (lambda: m.verify_inclusion(m.leaf_hash(b"\x03"), 3, 8, _LOG8.inclusion_proof(3)[:-1], _LOG8.root()),
+         "too short"),
+        (lambda: m.verify_inclusion(m.leaf_hash(b"\x03"), 3, 8, [*_LOG8.inclusion_proof(3), H], _LOG8.root()),
+         "too long"),
+        # hashes that are not 32 bytes, in every position
+        (lambda: m.verify_inclusion(H, 0, 2, [H[:31]], H), r"proof\[0\] must be 32 bytes"),
+        (lambda: m.verify_consistency(3, 5, H, H[:31], [H]), "root2 must be 32 bytes"),
+        (lambda: m.verify_consistency(3, 5, H, H, [H, H + b"x"]), r"proof\[1\] must be 32 bytes"),
+        (lambda: m.InclusionProof(0, 2, (H,), leaf_hash=H[:5]), "leaf_hash must be 32 bytes"),
+        (lambda: m.ConsistencyProof(1, 2, (H,), second_hash=b""), "second_hash must be 32 bytes"),
+        # §2.1.4: size1 = 0 and size1 > size2, for the generator, the log and the proof object
+        (lambda: m.ConsistencyProof(0, 3, ()), ">= 1"),
+        (lambda: m.ConsistencyProof(4, 3, (H,)), "exceeds tree_size_2"),
+        (lambda: _LOG8.consistency_proof(5, 4), "must not exceed"),
+        (lambda: m.consistency_proof_from_nodes(m.MemoryNodeStore(), 0, 0), "empty tree is meaningless"),
+        # §2.1.4.2 wrong proof length with size1 a power of two (step 2 prepends first_hash)
+        (lambda: m.verify_consistency(4, 8, *_good_consistency(4, 8)[:2], [*_good_consistency(4, 8)[2], H]),
+         "too long"),
+        (lambda: m.verify_consistency(4, 8, *_good_consistency(4, 8)[:2], []), "empty consistency proof"),
+        (lambda: m.verify_consistency(3, 8, *_good_consistency(3, 8)[:2], _good_consistency(3, 8)[2][:-1]),
+         "too short"),
+        # a valid proof against another tree's root fails (sizes are bound only through the roots, as in
+        # the RFC: a verifier takes size and root from the same signed checkpoint)
+        (lambda: m.verify_consistency(3, 8, _LOG8.root(3), _LOG8.root(7), _good_consistency(3, 8)[2]), "root2"),
+        (lambda: m.verify_consistency(3, 8, _LOG8.root(2), _LOG8.root(8), _good_consistency(3, 8)[2]), "root1"),
+    ],
+)
+def test_rfc9162_error_cases(call: Callable[[], object], message: str) -> None:
+    with pytest.raises(m.ProofError, match=message):
+        call()
+
+
+def test_good_proofs_of_the_error_case_fixtures_verify() -> None:
+    """The fixtures above fail only because of the one thing each case changes."""
+    m.verify_inclusion(m.leaf_hash(b"\x03"), 3, 8, _LOG8.inclusion_proof(3), _LOG8.root())
+    for size1, size2 in ((4, 8), (3, 8)):
+        m.verify_consistency(size1, size2, *_good_consistency(size1, size2))

@@ -16,6 +16,7 @@ from swarmlog.processors.app import WorkerConfig, create_app
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, Stores
 from swarmlog.streams.keystore import Keystore
 from swarmlog.streams.producer import EventProducer
+from swarmlog.streams.settings import get_settings
 
 
 class CountingProjection(Projection):
@@ -35,6 +36,9 @@ class CountingProjection(Projection):
 
 
 def main() -> None:
+    if "TEST_LEDGER_TOPIC" not in os.environ:  # no checkpoint topic: run without the ledger
+        os.environ["SWARMLOG_LEDGER"] = "0"
+        get_settings.cache_clear()
     bootstrap = os.environ["SWARMLOG_BOOTSTRAP"]
     name = os.environ["TEST_WORKER"]
     home = Path(os.environ["SWARMLOG_HOME"])
@@ -47,7 +51,8 @@ def main() -> None:
 
     def producer() -> EventProducer:
         return EventProducer(identity, bootstrap, identity_topic=os.environ["TEST_TRUST_TOPIC"], seal_interval_ms=50,
-                             topic_overrides={"deadletter.recorded": dead_topic})
+                             topic_overrides={"deadletter.recorded": dead_topic,
+                                              "ledger.checkpoint": os.environ.get("TEST_LEDGER_TOPIC", dead_topic)})
 
     app = create_app(config, producer, domains={"test": ((os.environ["TEST_TOPIC"],), lambda: [CountingProjection()])},
                      replica_projections=lambda: [])
