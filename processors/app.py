@@ -126,10 +126,14 @@ class RegistryReplica:
 
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
     from swarmlog.projections.consensus import ConsensusProjection
+    from swarmlog.projections.directory import AgentDirectoryProjection
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
 
     return {
+        # the registry itself is the replica (below); this domain gives each agents partition one
+        # owner that dead-letters what the registry refuses (projections/directory.py)
+        "agents": (("agents",), lambda: [AgentDirectoryProjection()]),
         "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
         # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
         # every table write stays in that partition's shard (docs/architecture.md)
@@ -164,6 +168,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         topic_replication_factor=1,
         web_port=config.web_port,
         web_bind="127.0.0.1",
+        web_host="127.0.0.1",  # canonical URL other workers forward keyed views to (views.py)
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=30.0,
         **_faust_broker_settings(config.embedded),
@@ -189,7 +194,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         "domains": {name: dict(c.values) for name, c in counters.items()},
         "outputs": ({"derived": sink_holder["sink"].derived, "dead_letters": sink_holder["sink"].dead_letters}
                     if "sink" in sink_holder else {}),
-    })
+    }, worker=config.name, partitions=config.partitions)
 
     @app.service
     class SwarmlogLifecycle(mode.Service):

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     )
     seal_batch: int = Field(default=1024, ge=1, description="Events per producer seal (Merkle batch).")
     seal_interval_ms: int = Field(default=200, ge=1, description="Longest time an event waits for its seal.")
+    unsealed_window: int = Field(
+        default=100_000,
+        ge=1,
+        description="A verifier gives up an event still waiting for its seal once its partition holds this many "
+        "later records (offset distance): it is dead-lettered as 'unsealed' (docs/architecture.md).",
+    )
 
     @property
     def keystore_dir(self) -> Path:
