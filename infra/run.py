@@ -267,6 +267,14 @@ def _worker(bootstrap: str, prefix: str, home: Path, embedded: bool) -> Iterator
         log_file.close()
 
 
+def _wait_for_worker(bootstrap: str, prefix: str) -> None:
+    from swarmlog.infra.consumed import group_id, wait_consumed
+    from swarmlog.processors.app import default_domains
+
+    topics = sorted({prefix + t for topics, _ in default_domains().values() for t in topics})
+    wait_consumed(bootstrap, group_id(prefix), topics, timeout=30)
+
+
 def replay_summary(bootstrap: str, prefix: str) -> dict[str, Any]:
     """Replay and verify the run's topics through the same reducers; summarise."""
     from swarmlog.projections.consensus import ConsensusProjection
@@ -374,6 +382,7 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
             phases.append(("commands and consensus", time.monotonic() - t0))
             sim.close()
             responder.join(timeout=10)
+            _wait_for_worker(bootstrap, prefix)  # it folds what was sent last before it is stopped
             worker_alive = worker.poll() is None
         summary = replay_summary(bootstrap, prefix)
         phases.append(("replay and verify", time.monotonic() - t0))
