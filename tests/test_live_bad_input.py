@@ -10,6 +10,9 @@ around them is applied exactly once; and the worker's tables equal a replay of t
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -217,6 +220,15 @@ def test_bad_input_through_a_live_worker_is_dead_lettered_once_and_nothing_valid
         assert sorted(r["command_id"] for r in receipts) == attached[:5]
         assert {r["agent_id"] for r in receipts} == {agent.did} and all(r["attached"] for r in receipts)
         assert worker.get(f"/swarmlog/sessions/{dead_sid}/")[0] == 404  # never applied
+        # the CLI: from the running worker, and from a replay of the log (what an auditor computes)
+        for extra in ([], ["--from-log"]):
+            shown = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "sessions", "show", sid, "--json",
+                                    *extra], env=env, capture_output=True, text=True, timeout=120)
+            assert shown.returncode == 0, shown.stderr[-2000:]
+            assert json.loads(shown.stdout)["history"] == session["history"], extra
+        missing = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "sessions", "show", dead_sid],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert missing.returncode == 2 and "unknown session" in missing.stderr
 
         # --- the committed offset moved past the unsealed event (the worker is not held by it)
         sessions_topic = prefix + "sessions"
