@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmlog.projections.base import Derived, EventContext, InvalidEvent, MemoryStore, Stores, fold, snapshot
+from swarmlog.projections.base import Derived, EventContext, Stores, snapshot
 from swarmlog.projections.routing import session_receipt
 from swarmlog.projections.sessions import SessionProjection, get_session
 from swarmlog.streams.chain import ChainWriter
 from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.envelope import EnvelopeCodec, Event
 from swarmlog.streams.identity import Identity
+from tests.support.logs import FoldRun
 
 SCHEMAS = default_store()
 CODEC = EnvelopeCodec(SCHEMAS)
@@ -81,28 +81,10 @@ class Net:
         return self._event(who, CLOSED, body, sid, "sessions", ts)
 
 
-@dataclass
-class Run:
-    projection: SessionProjection
-    store: MemoryStore
-    derived: list[Derived]
-    refused: list[str]
-
+class Run(FoldRun[SessionProjection]):
     @classmethod
     def new(cls, **kwargs: Any) -> Run:
-        return cls(SessionProjection(**kwargs), MemoryStore(), [], [])
-
-    def feed(self, *events: Folded) -> list[Derived]:
-        out: list[Derived] = []
-        for event, payload in events:
-            try:
-                derived = fold(self.projection, Stores(self.store), event, payload)
-            except InvalidEvent as exc:
-                self.refused.append(exc.reason)
-                continue
-            out += derived or []
-        self.derived += out
-        return out
+        return cls(SessionProjection(**kwargs))
 
     def session(self, sid: str) -> dict[str, Any]:
         found = get_session(self.store, sid)

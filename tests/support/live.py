@@ -21,16 +21,19 @@ from swarmlog.streams.verify import Status
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-class CliWorker:
-    """``python -m swarmlog.infra.cli worker`` with its own name, web port and log file."""
+Command = Callable[[str, int], tuple[list[str], dict[str, str]]]  # (name, web port) → (argv, extra env)
 
-    def __init__(self, env: dict[str, str], name: str, home: Path) -> None:
+
+class WorkerProcess:
+    """A worker subprocess with its own name, web port and log file."""
+
+    def __init__(self, env: dict[str, str], name: str, home: Path, command: Command) -> None:
         self.name = name
         self.log = home / f"{name}.log"
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmlog.infra.cli", "worker", "--name", name, "--web-port", str(self.port)],
-            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        argv, extra = command(name, self.port)
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT), **extra},
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
 
     def get(self, path: str) -> tuple[int, dict[str, str], Any]:
         """(status, headers, JSON body) of GET ``path`` on this worker; status 0 if it does not answer."""
@@ -52,7 +55,15 @@ class CliWorker:
                 self.proc.wait(5)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, workers: Sequence[CliWorker]) -> Any:
+class CliWorker(WorkerProcess):
+    """``swarmlog worker``: the real CLI, the real app and its default domains."""
+
+    def __init__(self, env: dict[str, str], name: str, home: Path) -> None:
+        super().__init__(env, name, home, lambda n, port: (
+            [sys.executable, "-m", "swarmlog.infra.cli", "worker", "--name", n, "--web-port", str(port)], {}))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, workers: Sequence[WorkerProcess]) -> Any:
     """Poll until ``predicate()`` is truthy; fail with the workers' log tails (early if they all died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

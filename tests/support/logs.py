@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
-from swarmlog.streams.chain import ChainWriter
+from swarmlog.projections.base import Derived, InvalidEvent, MemoryStore, Projection, Stores, fold
+from swarmlog.streams.chain import ChainWriter, OutRecord
 from swarmlog.streams.codec import SchemaStore, default_store, encode_body
+from swarmlog.streams.envelope import Event
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.verify import RawRecord
+
+T = TypeVar("T")
+P = TypeVar("P", bound=Projection)
+Folded = tuple[Event, dict[str, Any]]
 
 
 class LogBuilder:
@@ -71,18 +78,60 @@ class LogBuilder:
         return [self.write(r.topic, r.partition, r.key, r.value) for r in out]
 
 
-def interleave(records: Sequence[RawRecord], rng: random.Random) -> list[RawRecord]:
-    """Any merge of the per-partition sequences (Kafka only orders within a partition)."""
-    queues: dict[tuple[str, int], list[RawRecord]] = {}
+def to_raw(records: Iterable[OutRecord]) -> list[RawRecord]:
+    """A writer's output records as the broker stores them: offsets counted per partition."""
+    offsets: dict[tuple[str, int], int] = {}
+    raw = []
     for rec in records:
-        queues.setdefault((rec.topic, rec.partition), []).append(rec)
+        key = (rec.topic, rec.partition)
+        offsets[key] = offsets.get(key, -1) + 1
+        raw.append(RawRecord(rec.topic, rec.partition, offsets[key], rec.key, rec.value))
+    return raw
+
+
+def _partition_of(item: Any) -> Hashable:
+    return (item.topic, item.partition)
+
+
+def interleave(items: Sequence[T], rng: random.Random, key: Callable[[T], Hashable] = _partition_of) -> list[T]:
+    """Any merge of the per-partition sequences (Kafka only orders within a partition).
+
+    ``key`` names an item's partition: (topic, partition) of a record by default; a lane
+    name for decoded events.
+    """
+    queues: dict[Hashable, list[T]] = {}
+    for item in items:
+        queues.setdefault(key(item), []).append(item)
     merged = []
     while queues:
-        key = rng.choice(sorted(queues))
-        merged.append(queues[key].pop(0))
-        if not queues[key]:
-            del queues[key]
+        chosen = rng.choice(sorted(queues, key=repr))
+        merged.append(queues[chosen].pop(0))
+        if not queues[chosen]:
+            del queues[chosen]
     return merged
+
+
+@dataclass
+class FoldRun(Generic[P]):
+    """Folds decoded events into one store with ``fold`` (idempotence marks and all) and keeps
+    what came out: derived events, and the reasons of the refused ones."""
+
+    projection: P
+    store: MemoryStore = field(default_factory=MemoryStore)
+    derived: list[Derived] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def feed(self, *events: Folded) -> list[Derived]:
+        out: list[Derived] = []
+        for event, payload in events:
+            try:
+                derived = fold(self.projection, Stores(self.store), event, payload)
+            except InvalidEvent as exc:
+                self.refused.append(exc.reason)
+                continue
+            out += derived or []
+        self.derived += out
+        return out
 
 
 def partition_records(records: Iterable[RawRecord], topic: str, partition: int) -> list[RawRecord]:
