@@ -6,7 +6,10 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
   co-partitioned): the routing projection decides every command and emits
   ``commands.routed`` / ``commands.route_failed``;
 * ``consensus`` — topic ``consensus``: proposals, individually signed votes, decisions;
-* ``sessions`` — topic ``sessions``.
+* ``sessions`` — topic ``sessions`` (receipts naming a session arrive there as
+  ``sessions.receipt_recorded``, forwarded by ``coordination``);
+* ``agents`` — topic ``agents``: the agent directory, so that what the registry refuses
+  is dead-lettered once, by the partition's owner (``projections/directory.py``).
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
