@@ -66,6 +66,7 @@ def _mount_subcommands() -> None:
     app.add_typer(cli_query.commands_app, name="commands")
     app.add_typer(cli_swarm.app, name="swarm")
     app.add_typer(cli_market.app, name="market")
+    app.add_typer(cli_query.sessions_app, name="sessions")
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")

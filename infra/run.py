@@ -268,6 +268,16 @@ def _worker(bootstrap: str, prefix: str, home: Path, embedded: bool) -> Iterator
         log_file.close()
 
 
+def _wait_for_worker(bootstrap: str, prefix: str) -> bool:
+    """Let the worker fold the last inputs (and its own outputs) before it is stopped; False
+    if it still lagged after 30 s."""
+    from swarmlog.infra.consumed import group_id, wait_consumed
+    from swarmlog.processors.app import default_domains
+
+    topics = sorted({prefix + t for topics, _ in default_domains().values() for t in topics})
+    return not wait_consumed(bootstrap, group_id(prefix), topics, timeout=30)
+
+
 def replay_summary(bootstrap: str, prefix: str) -> dict[str, Any]:
     """Replay and verify the run's topics through the same reducers; summarise."""
     from swarmlog.projections.consensus import ConsensusProjection
@@ -395,7 +405,7 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
             phases.append(("swarm", time.monotonic() - t0))
             sim.close()
             responder.join(timeout=10)
-            worker_drained = _drain(bootstrap, prefix)
+            worker_drained = _wait_for_worker(bootstrap, prefix)  # it folds what was sent last
             worker_alive = worker.poll() is None
         summary = replay_summary(bootstrap, prefix)
         summary["market"] = market.summary(bootstrap, prefix)
@@ -421,15 +431,6 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
         if not summary["complete"]:
             summary["worker_log_tail"] = worker_log[-3000:]
         return summary
-
-
-def _drain(bootstrap: str, prefix: str) -> bool:
-    """Let the worker fold the last inputs (and its own outputs) before it is stopped."""
-    from swarmlog.infra.run_heal import wait_worker_drained
-    from swarmlog.processors.app import default_domains
-
-    topics = sorted({prefix + t for topics, _ in default_domains().values() for t in topics})
-    return wait_worker_drained(bootstrap, "swarmlog" + ("-" + prefix.strip(".-_") if prefix else ""), topics)
 
 
 def _start_heal_episode(bootstrap: str, prefix: str, sim: Simulation, seed: int) -> Any:

@@ -8,6 +8,10 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
 * ``consensus`` — topic ``consensus``: proposals, individually signed votes, decisions;
 * ``sessions`` — topic ``sessions``;
 * ``heal`` — topics ``metrics`` + ``receipts`` + ``heal``: the MAPE-K loop (projections/heal.py).
+* ``sessions`` — topic ``sessions`` (receipts naming a session arrive there as
+  ``sessions.receipt_recorded``, forwarded by ``coordination``);
+* ``agents`` — topic ``agents``: the agent directory, so that what the registry refuses
+  is dead-lettered once, by the partition's owner (``projections/directory.py``).
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
@@ -128,6 +132,7 @@ class RegistryReplica:
 
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
     from swarmlog.projections.consensus import ConsensusProjection
+    from swarmlog.projections.directory import AgentDirectoryProjection
     from swarmlog.projections.heal import HealProjection
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
@@ -138,6 +143,9 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.swarm_voting import VotingPoolProjection
 
     return {
+        # the registry itself is the replica (below); this domain gives each agents partition one
+        # owner that dead-letters what the registry refuses (projections/directory.py)
+        "agents": (("agents",), lambda: [AgentDirectoryProjection()]),
         "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
         # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
         # every table write stays in that partition's shard (docs/architecture.md)
@@ -185,6 +193,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         topic_replication_factor=1,
         web_port=config.web_port,
         web_bind="127.0.0.1",
+        web_host="127.0.0.1",  # canonical URL other workers forward keyed views to (views.py)
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=30.0,
         **_faust_broker_settings(config.embedded),
@@ -211,7 +220,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         "domains": {name: dict(c.values) for name, c in counters.items()},
         "outputs": ({"derived": sink_holder["sink"].derived, "dead_letters": sink_holder["sink"].dead_letters}
                     if "sink" in sink_holder else {}),
-    })
+    }, worker=config.name, partitions=config.partitions)
 
     @app.service
     class SwarmlogLifecycle(mode.Service):

@@ -29,7 +29,9 @@ Store layout (JSON values):
     * the decision (``commands.routed`` / ``commands.route_failed``, from the payload):
       ``agent score strategy candidates eligible`` or ``reason detail candidates
       strategy``, and ``decided_ms``;
-    * the receipts (``commands.receipt``): ``receipts = {agent_id: {capability, success,
+    * the receipts (``commands.receipt``; one naming a session is also forwarded into
+      the session's partition as a derived ``sessions.receipt_recorded``, see
+      ``session_receipt``): ``receipts = {agent_id: {capability, success,
       timed_out, duration_ms, finished_ms, receipt_ms}}``, one per reporting agent; the
       routed agent's is also copied flat (``success timed_out duration_ms finished_ms
       receipt_ms``) once it resolves the command.
@@ -418,7 +420,7 @@ class RoutingProjection(Projection):
                 return []
             if ctx.event_type == "commands.receipt":
                 self._receipt(stores.own, ctx, payload)
-                return []
+                return session_receipt(ctx, payload)
         except KeyError as exc:  # fields are all read before the first write
             raise InvalidEvent("invalid-payload", f"missing field {exc}") from None
         raise InvalidEvent("unexpected-event-type", ctx.event_type)
@@ -551,6 +553,26 @@ def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
     if strategy == "PREDICTED":
         inputs["predicted_latency_ms"] = predicted_latency_ms(chosen)
     return inputs
+
+
+def session_receipt(ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
+    """A receipt naming a session, forwarded into the session's partition (``sessions.receipt_recorded``).
+
+    Receipts are keyed by command, sessions by session id: folding receipts in the sessions
+    domain would write session records from receipts partitions (two shards for one key,
+    and an order Kafka does not fix). Deriving a session-keyed event here, once per
+    accepted receipt, puts the receipt into the session's own partition; the session
+    projection folds it there and checks it (agent_id = the receipt's producer).
+    """
+    session_id = p.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return []
+    return [Derived("sessions.receipt_recorded", {
+        "session_id": session_id, "command_id": p["command_id"], "agent_id": p["agent_id"],
+        "capability": p["capability"], "success": p["success"], "timed_out": bool(p.get("timed_out", False)),
+        "error_rate": p.get("error_rate", 0.0), "duration_ms": p["duration_ms"], "finished_ms": p["finished_ms"],
+        "receipt_event_id": ctx.event_id, "receipt_producer": ctx.producer, "receipt_ms": ctx.timestamp_ms,
+    }, subject=session_id)]
 
 
 def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],

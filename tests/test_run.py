@@ -34,7 +34,7 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     assert sum(summary["commands_by_status"].values()) == 60 + summary["market"]["receipts"]
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
     assert summary["live_tables_equal_replay"] == {
-        "routing": True, "consensus": True, "sessions": True, "market": True, "swarm_jobs": True,
+        "agents": True, "routing": True, "consensus": True, "sessions": True, "market": True, "swarm_jobs": True,
         "swarm_voting": True, "swarm_tasks": True, "swarm_space": True, "swarm_roles": True, "heal": True}
     market = summary["market"]
     statuses = sorted(c["status"] for c in market["contracts"].values())
