@@ -247,5 +247,5 @@ def test_bad_input_through_a_live_worker_is_dead_lettered_once_and_nothing_valid
     finally:
         worker.stop()
     # --- the worker's tables (read back from their changelogs) equal a replay of the same topics
-    assert compare_live_tables(bootstrap, prefix) == {"agents": True, "routing": True, "consensus": True,
-                                                      "sessions": True}
+    equal = compare_live_tables(bootstrap, prefix)
+    assert {"agents", "routing", "consensus", "sessions"} <= set(equal) and all(equal.values()), equal
