@@ -128,6 +128,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.consensus import ConsensusProjection
     from swarmlog.projections.routing import RoutingProjection
     from swarmlog.projections.sessions import SessionProjection
+    from swarmlog.projections.trust import TrustProjection
 
     return {
         "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
@@ -135,6 +136,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
         "sessions": (("sessions",), lambda: [SessionProjection(clock_scope="lane")]),
+        "trust": (("trust",), lambda: [TrustProjection()]),
     }
 
 
