@@ -469,7 +469,8 @@ def test_replay_is_the_same_whatever_the_partition_interleaving() -> None:
                                 "capability": "db.query", "not_before_ms": nb, "expires_at_ms": exp, "depth": 0,
                                 "max_depth": 0, "proof_hash": proof_hash(dids[0], dids[1], "db.query", nb, exp,
                                                                          None)}, T0)
-    emit(0, "trust.revoked", {"target": "g1", "target_kind": "DELEGATION", "reason": "UNSPECIFIED", "effective_ms": T0 + 5}, T0 + 5)
+    emit(0, "trust.revoked", {"target": "g1", "target_kind": "DELEGATION", "reason": "UNSPECIFIED",
+                              "effective_ms": T0 + 5}, T0 + 5)
     emit(3, "trust.observation", {"agent_id": dids[1], "observer": dids[2], "outcome": "SUCCESS"}, T0)  # forged
     emit(3, "trust.revoked", {"target": dids[3], "target_kind": "IDENTITY", "reason": "UNSPECIFIED",
                               "effective_ms": T0 + 60 * DAY_MS},
@@ -499,3 +500,52 @@ def test_replay_is_the_same_whatever_the_partition_interleaving() -> None:
     assert all(r == results[0] for r in results[1:])
     assert results[0][1] == ["observer-mismatch"]
     assert results[0][2][dids[3]] == 0.0  # revoked
+
+
+# ---------------------------------------------------------------------------- routing: TRUST_WEIGHTED
+def test_trust_weighted_routing_picks_trust_times_fitness_and_audits() -> None:
+    from swarmlog.projections.registry import find_by_capability, fitness
+    from swarmlog.projections.routing import RoutingProjection, TrustAwareRoutingProjection, audit_routed
+    from tests.test_registry import Fabric, requested
+
+    x, y, z, p = did(201), did(202), did(203), did(204)
+    trust = Harness()
+    for _ in range(20):
+        trust.observe(p, y, "SUCCESS")
+        trust.observe(p, z, "SUCCESS")
+        trust.observe(p, x, "FAILURE")
+        trust.observe(y, z, "SUCCESS")
+    fabric = Fabric()
+    for agent_id, health in ((x, 1.0), (y, 0.8), (z, 0.7)):
+        fabric.register(agent_id, ["db.query"], max_concurrency=4)
+        fabric.heartbeat(agent_id, health=health, latency=50.0, reliability=0.9, load=0)
+    router = TrustAwareRoutingProjection(pretrusted=[p])
+    fabric.routing = router
+    fabric.targets[1] = (router, Stores(fabric.routing_store, {"registry": fabric.registry_store,
+                                                               "trust": trust.store}))
+    results = fabric.emit("requester", "commands.requested", requested("c1", "db.query", "TRUST_WEIGHTED"),
+                          feedback=False)
+    (routed,) = results["routing"]
+    assert routed.event_type == "commands.routed", routed.payload
+    p_ = routed.payload
+    candidates = [{**c, "trust": trust_score(trust.store, c["agent_id"], pretrusted=[p])}
+                  for c in find_by_capability(fabric.registry_store, "db.query")]
+    best = max(candidates, key=lambda c: (c["trust"] * fitness(c), fitness(c)))
+    assert best["agent_id"] != x  # the fittest agent is the least trusted one
+    assert (p_["agent_id"], p_["strategy"]) == (best["agent_id"], "TRUST_WEIGHTED")
+    assert p_["score"] == pytest.approx(best["trust"] * fitness(best))
+    assert p_["inputs"]["trust"] == best["trust"]
+    assert audit_routed(p_, candidates) == []
+    # a trust floor filters on the conservative spec score
+    floor = fabric.emit("requester", "commands.requested", requested("c2", "db.query", min_trust=0.99),
+                        feedback=False)["routing"]
+    assert floor[0].event_type == "commands.route_failed" and floor[0].payload["reason"] == "BELOW_MIN_TRUST"
+    # the plain router does not read trust: TRUST_WEIGHTED falls back to BEST_FIT (the fittest, x)
+    plain = Fabric()
+    for agent_id, health in ((x, 1.0), (y, 0.8), (z, 0.7)):
+        plain.register(agent_id, ["db.query"], max_concurrency=4)
+        plain.heartbeat(agent_id, health=health, latency=50.0, reliability=0.9, load=0)
+    assert isinstance(plain.routing, RoutingProjection)
+    (fallback,) = plain.emit("requester", "commands.requested", requested("c1", "db.query", "TRUST_WEIGHTED"),
+                             feedback=False)["routing"]
+    assert (fallback.payload["agent_id"], fallback.payload["strategy"]) == (x, "BEST_FIT")
