@@ -48,12 +48,13 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys, cli_query, cli_worker
+    from swarmlog.infra import cli_broker, cli_keys, cli_query, cli_trust, cli_worker
 
     app.command("worker")(cli_worker.worker_command)
     app.add_typer(cli_query.agents_app, name="agents")
     app.add_typer(cli_query.consensus_app, name="consensus")
     app.add_typer(cli_query.commands_app, name="commands")
+    app.add_typer(cli_trust.app, name="trust")
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")
