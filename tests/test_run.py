@@ -32,4 +32,4 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     assert not {k for k in verification if k in ("forged", "malformed", "pending", "unknown-key")}
     assert sum(summary["commands_by_status"].values()) == 60
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
-    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True}
+    assert summary["live_tables_equal_replay"] == {"routing": True, "consensus": True, "sessions": True, "trust": True}
