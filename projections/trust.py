@@ -32,9 +32,11 @@ Graph queries (pure, at query time, over the store — ``projections/trust_graph
 -----------------------------------------------------------------------------------
 * ``trust_path(store, A, B)``: the spec's transitive trust, product of pair scores along
   the best path, partial paths below 0.1 pruned.
-* EigenTrust: local evidence ``s_ij = Σr - Σs`` of i about j, global trust with damping
-  0.15 toward pre-trusted agents. ``trust_score(store, agent)`` — the stable API other
-  projections use — is EigenTrust relative to a fair share, capped at 1 (see
+* EigenTrust: local evidence ``s_ij = Σ (r - 0.7)`` of i about j over i's observations
+  of j (``r = 0.5 + delta/2``; 0.7 is the spec's bar for trusting a provider, §8.3), global
+  trust with damping 0.5 toward pre-trusted agents (``trust_graph.EIGEN_DAMPING``).
+  ``trust_score(store, agent)`` — the stable API other projections use — is EigenTrust
+  relative to a fair share, capped at 1 (see
   ``EigenTrustResult.normalized``). It is a computation over the projection's state at
   query time: nothing is stored, so a live worker and a replay at the same log
   position answer the same.
@@ -84,7 +86,7 @@ from typing import Any, ClassVar, Literal
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
 from swarmlog.projections.delegation import MAX_CHAIN_DEPTH, ChainCheck, check_chain, proof_hash
-from swarmlog.projections.trust_graph import EigenTrustResult, TrustPath, eigentrust, transitive_trust
+from swarmlog.projections.trust_graph import EIGEN_DAMPING, EigenTrustResult, TrustPath, eigentrust, transitive_trust
 from swarmlog.streams.identity import InvalidDID, ed25519_public_from_did
 
 # ---------------------------------------------------------------------------- the spec's constants
@@ -98,6 +100,11 @@ CONFIDENCE_DECAY = 0.95
 DAY_MS = 86_400_000
 DELTAS = {"SUCCESS": 0.8, "TIMEOUT": -0.3, "FAILURE": -1.0}  # PARTIAL_FAILURE: -0.5 × error_rate
 MIN_VALIDATOR_CONFIDENCE = 0.5
+# EigenTrust's local evidence of i about j is Σ (target - QUALITY_BAR) over i's observations of
+# j (target = 0.5 + delta/2): a rater vouches only for peers that serve above the bar. 0.7 is
+# the spec's own bar for trusting a provider (§8.3: ``if trust_score > 0.7`` before buying).
+# At 0.5 it would be (pos - neg)/2: an agent failing half the time would still collect trust.
+QUALITY_BAR = 0.7
 
 OBSERVATION = "trust.observation"
 DELEGATED = "trust.delegated"
@@ -497,7 +504,7 @@ def _edges(store: StateStore) -> Iterable[tuple[str, str, dict[str, Any]]]:
 
 
 def evidence_graph(store: StateStore, now_ms: int | None = None) -> dict[str, dict[str, float]]:
-    """EigenTrust's raw local trust: i's positive minus negative evidence about j; revoked agents left out."""
+    """EigenTrust's raw local trust: i's evidence about j above the quality bar; revoked agents left out."""
     graph: dict[str, dict[str, float]] = {}
     revoked: dict[str, bool] = {}
 
@@ -509,7 +516,7 @@ def evidence_graph(store: StateStore, now_ms: int | None = None) -> dict[str, di
     for observer, agent, rec in _edges(store):
         if gone(observer) or gone(agent):
             continue
-        graph.setdefault(observer, {})[agent] = rec["pos"] - rec["neg"]
+        graph.setdefault(observer, {})[agent] = rec["pos"] - QUALITY_BAR * rec["samples"]
     return graph
 
 
@@ -526,10 +533,11 @@ def score_graph(store: StateStore, now_ms: int | None = None) -> dict[str, dict[
 _EIGEN_CACHE: dict[tuple[int, tuple[Any, ...]], EigenTrustResult] = {}
 
 
-def global_trust(store: StateStore, pretrusted: Sequence[str] = (), now_ms: int | None = None) -> EigenTrustResult:
+def global_trust(store: StateStore, pretrusted: Sequence[str] = (), now_ms: int | None = None,
+                 damping: float = EIGEN_DAMPING) -> EigenTrustResult:
     """EigenTrust over the store as it is now (cached per store state: lane counters, pre-trusted, now)."""
     now = now_ms if now_ms is not None else clock_of(store)
-    fingerprint = (tuple(store.scan("count/lane/")), tuple(sorted(pretrusted)), now)
+    fingerprint = (tuple(store.scan("count/lane/")), tuple(sorted(pretrusted)), now, damping)
     key = (id(store), fingerprint)
     cached = _EIGEN_CACHE.get(key)
     if cached is not None:
@@ -537,7 +545,7 @@ def global_trust(store: StateStore, pretrusted: Sequence[str] = (), now_ms: int 
     graph = evidence_graph(store, now)
     agents = [key.split("/", 1)[1] for key, _ in store.scan("agent/")]
     result = eigentrust(graph, agents=[a for a in agents if not _is_revoked(store, a, now)],
-                        pretrusted=[a for a in pretrusted if not _is_revoked(store, a, now)])
+                        pretrusted=[a for a in pretrusted if not _is_revoked(store, a, now)], damping=damping)
     if len(_EIGEN_CACHE) > 16:
         _EIGEN_CACHE.clear()
     _EIGEN_CACHE[key] = result
@@ -545,7 +553,7 @@ def global_trust(store: StateStore, pretrusted: Sequence[str] = (), now_ms: int 
 
 
 def trust_score(stores_or_store: Any, agent_id: str, *, method: Method = "eigen", pretrusted: Sequence[str] = (),
-                now_ms: int | None = None) -> float:
+                now_ms: int | None = None, damping: float = EIGEN_DAMPING) -> float:
     """Global trust of ``agent_id`` in [0, 1] — the stable API other projections call.
 
     ``eigen`` (default): EigenTrust relative to a fair share, capped at 1 — robust to a
@@ -559,7 +567,7 @@ def trust_score(stores_or_store: Any, agent_id: str, *, method: Method = "eigen"
     if _is_revoked(store, agent_id, now):
         return 0.0
     if method == "eigen":
-        return global_trust(store, pretrusted, now).normalized(agent_id)
+        return global_trust(store, pretrusted, now, damping).normalized(agent_id)
     record = store.get(f"agent/{agent_id}")
     if not isinstance(record, dict):
         return 0.0 if method == "spec" else 0.5

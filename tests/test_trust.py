@@ -247,7 +247,7 @@ def test_eigentrust_resists_a_group_that_rates_itself_up() -> None:
     robust = eigentrust(raw, pretrusted=honest[:2])
     group = math.fsum(robust.scores[m] for m in colluders)
     assert group < 0.01  # no honest edge reaches the group: it only keeps what it was never given
-    assert all(robust.normalized(h) == 1.0 for h in honest)
+    assert all(robust.normalized(h) > 0.9 for h in honest)  # ≈ a fair share each (1 = at least 1/n)
     assert all(robust.normalized(m) < 0.05 for m in colluders)
     # without pre-trust, the uniform teleport feeds the group and its mutual ratings keep it
     assert math.fsum(plain.scores[m] for m in colluders) > group
