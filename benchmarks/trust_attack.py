@@ -279,12 +279,13 @@ def main() -> None:
     print(f"trust update rate: {rate['observations_per_s']:,.0f} observations/s "
           f"({rate['observations']} over {rate['agents']} agents, {rate['edges']} edges); "
           f"one EigenTrust over them: {rate['eigentrust_s'] * 1000:.0f} ms, {rate['eigentrust_iterations']} iterations")
-    target = [r for r in rows if r["scenario"] in ("collusion", "camouflage") and r["method"] == "eigen"
-              and abs(r["malicious_share"] - 0.4) < 1e-9]
-    met = bool(target) and all(r["share_to_malicious"] < 0.10 for r in target)
-    print(f"target (40 % colluding malicious, EigenTrust: < 10 % of commands reach them): "
-          f"{'met' if met else 'NOT met'} — " + ", ".join(f"{r['scenario']} {r['share_to_malicious']:.1%}"
-                                                          for r in target))
+    # the target: with 40 % colluding malicious agents, < 10 % of commands reach them (EigenTrust)
+    target = {r["scenario"]: r["share_to_malicious"] for r in rows
+              if r["scenario"] in ("collusion", "camouflage") and r["method"] == "eigen"
+              and abs(r["malicious_share"] - 0.4) < 1e-9}
+    met = {scenario: share < 0.10 for scenario, share in target.items()}
+    print("target (40 % colluding malicious, EigenTrust: < 10 % of commands reach them): " + ", ".join(
+        f"{scenario} {share:.1%} {'met' if met[scenario] else 'NOT met'}" for scenario, share in target.items()))
     result = {"machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "rows": rows, "damping_sweep": sweep, "update_rate": rate, "target_met": met,
               "wall_s": time.perf_counter() - started}
