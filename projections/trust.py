@@ -530,7 +530,8 @@ def score_graph(store: StateStore, now_ms: int | None = None) -> dict[str, dict[
     return graph
 
 
-_EIGEN_CACHE: dict[tuple[int, tuple[Any, ...]], EigenTrustResult] = {}
+# (id(store), fingerprint) -> (store, result); the store is kept so its id cannot be reused while cached
+_EIGEN_CACHE: dict[tuple[int, tuple[Any, ...]], tuple[StateStore, EigenTrustResult]] = {}
 
 
 def global_trust(store: StateStore, pretrusted: Sequence[str] = (), now_ms: int | None = None,
@@ -540,15 +541,15 @@ def global_trust(store: StateStore, pretrusted: Sequence[str] = (), now_ms: int 
     fingerprint = (tuple(store.scan("count/lane/")), tuple(sorted(pretrusted)), now, damping)
     key = (id(store), fingerprint)
     cached = _EIGEN_CACHE.get(key)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] is store:
+        return cached[1]
     graph = evidence_graph(store, now)
     agents = [key.split("/", 1)[1] for key, _ in store.scan("agent/")]
     result = eigentrust(graph, agents=[a for a in agents if not _is_revoked(store, a, now)],
                         pretrusted=[a for a in pretrusted if not _is_revoked(store, a, now)], damping=damping)
     if len(_EIGEN_CACHE) > 16:
         _EIGEN_CACHE.clear()
-    _EIGEN_CACHE[key] = result
+    _EIGEN_CACHE[key] = (store, result)
     return result
 
 
@@ -559,8 +560,8 @@ def trust_score(stores_or_store: Any, agent_id: str, *, method: Method = "eigen"
     ``eigen`` (default): EigenTrust relative to a fair share, capped at 1 — robust to a
     group rating itself up, best with ``pretrusted`` agents; ``spec``: the spec's
     conservative 95 % Bayesian score over all observers; ``beta``: the Beta expectation.
-    A revoked identity has trust 0; an agent nobody has observed has 0 (``spec``) or
-    its teleport share (``eigen``).
+    A revoked identity has trust 0; an agent nobody has observed has 0 (``spec``), the
+    prior 0.5 (``beta``) or its teleport share (``eigen``: 0 unless pre-trusted).
     """
     store = trust_store(stores_or_store)
     now = now_ms if now_ms is not None else clock_of(store)
