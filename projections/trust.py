@@ -34,9 +34,10 @@ Graph queries (pure, at query time, over the store — ``projections/trust_graph
   the best path, partial paths below 0.1 pruned.
 * EigenTrust: local evidence ``s_ij = Σ (r - 0.7)`` of i about j over i's observations
   of j (``r = 0.5 + delta/2``; 0.7 is the spec's bar for trusting a provider, §8.3), global
-  trust with damping 0.5 toward pre-trusted agents (``trust_graph.EIGEN_DAMPING``).
-  ``trust_score(store, agent)`` — the stable API other projections use — is EigenTrust
-  relative to a fair share, capped at 1 (see
+  trust with damping 0.5 toward pre-trusted agents (``trust_graph.EIGEN_DAMPING``), minus
+  one step of distrust (trusted raters' negative evidence, ``one_step_distrust``).
+  ``trust_score(store, agent)`` — the stable API other projections use — is that net
+  EigenTrust relative to a fair share, capped at 1 (see
   ``EigenTrustResult.normalized``). It is a computation over the projection's state at
   query time: nothing is stored, so a live worker and a replay at the same log
   position answer the same.

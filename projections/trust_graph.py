@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Graph = Mapping[str, Mapping[str, float]]
 
@@ -78,15 +78,20 @@ def transitive_trust(graph: Graph, source: str, target: str, *, prune: float = P
 
 @dataclass(frozen=True, slots=True)
 class EigenTrustResult:
-    """Global trust per agent (sums to 1 over ``agents``) and how the iteration went."""
+    """Global trust per agent (sums to 1 over ``agents``), one-step distrust, and how the iteration went."""
 
     scores: dict[str, float]
     iterations: int
     converged: bool
     pretrusted: tuple[str, ...]
+    distrust: dict[str, float] = field(default_factory=dict)
+
+    def net(self, agent: str) -> float:
+        """Trust minus distrust, floored at 0 (Guha et al.'s one-step distrust)."""
+        return max(self.scores.get(agent, 0.0) - self.distrust.get(agent, 0.0), 0.0)
 
     def normalized(self, agent: str) -> float:
-        """Trust in [0, 1]: the agent's share relative to a fair share, capped at 1.
+        """Trust in [0, 1]: the agent's net share relative to a fair share, capped at 1.
 
         ``t_i × n`` is 1 for an agent holding exactly 1/n of the global trust; honest
         agents in a healthy network hold at least that, and colluders that only rate
@@ -96,7 +101,7 @@ class EigenTrustResult:
         n = len(self.scores)
         if n == 0:
             return 0.0
-        return min(1.0, self.scores.get(agent, 0.0) * n)
+        return min(1.0, self.net(agent) * n)
 
 
 def local_trust(raw: Graph) -> dict[str, dict[str, float]]:
@@ -116,9 +121,35 @@ def local_trust(raw: Graph) -> dict[str, dict[str, float]]:
     return out
 
 
+def one_step_distrust(raw: Graph, trust: Mapping[str, float]) -> dict[str, float]:
+    """Distrust d_j = Σ_i t_i × max(-s_ij, 0) / Σ_k |s_ik|: trusted raters' bad experiences, one step.
+
+    EigenTrust clips negative evidence to 0, so an agent that fails half of the time only
+    needs *some* trusted rater to have seen a success; its failures cost it nothing. Guha,
+    Kumar, Raghavan and Tomkins ("Propagation of trust and distrust", WWW 2004) found
+    distrust best propagated a single step from the trust vector: each rater spends its
+    trust over the absolute value of its evidence, and the negative part lands as
+    distrust on the ratee. A rater with no trust (a colluder the network does not trust)
+    casts no distrust, so a group cannot sink honest agents by reporting them badly.
+    """
+    out: dict[str, list[float]] = {}
+    for rater in sorted(raw):
+        share = trust.get(rater, 0.0)
+        if share <= 0.0:
+            continue
+        row = {ratee: float(v) for ratee, v in raw[rater].items() if ratee != rater}
+        total = math.fsum(abs(row[k]) for k in sorted(row))
+        if total <= 0.0:
+            continue
+        for ratee in sorted(row):
+            if row[ratee] < 0.0:
+                out.setdefault(ratee, []).append(share * -row[ratee] / total)
+    return {ratee: math.fsum(parts) for ratee, parts in sorted(out.items())}
+
+
 def eigentrust(raw: Graph, *, agents: Iterable[str] = (), pretrusted: Iterable[str] = (),
                damping: float = EIGEN_DAMPING, tolerance: float = EIGEN_TOLERANCE,
-               max_iterations: int = EIGEN_MAX_ITERATIONS) -> EigenTrustResult:
+               max_iterations: int = EIGEN_MAX_ITERATIONS, distrust: bool = True) -> EigenTrustResult:
     """Global trust by EigenTrust (Kamvar, Schlosser, Garcia-Molina 2003) with pre-trusted agents.
 
     ``raw[i][j]`` is i's local evidence about j (positive minus negative; negatives are
@@ -129,7 +160,9 @@ def eigentrust(raw: Graph, *, agents: Iterable[str] = (), pretrusted: Iterable[s
     claimed; the group's mutual ratings only redistribute the mass that enters the
     group from outside (edges from honest agents and the ``a × p`` teleport to
     pre-trusted agents, never to the group), so the group's total stays bounded by what
-    honest raters give it, however many ratings it writes about itself.
+    honest raters give it, however many ratings it writes about itself. With
+    ``distrust`` the result also carries ``one_step_distrust`` of the converged vector,
+    which ``normalized`` subtracts (a group that behaves well only part of the time).
     """
     if not 0.0 <= damping <= 1.0:
         raise ValueError(f"damping must be in [0, 1], got {damping}")
@@ -166,9 +199,10 @@ def eigentrust(raw: Graph, *, agents: Iterable[str] = (), pretrusted: Iterable[s
         if delta < tolerance:
             converged = True
             break
-    total = math.fsum(t.values())
+    total = math.fsum(t[name] for name in order)
     scores = {name: t[name] / total for name in order} if total > 0 else t
-    return EigenTrustResult(scores, iterations, converged, tuple(pre))
+    return EigenTrustResult(scores, iterations, converged, tuple(pre),
+                            one_step_distrust(raw, scores) if distrust else {})
 
 
 __all__ = [
@@ -179,5 +213,6 @@ __all__ = [
     "TrustPath",
     "eigentrust",
     "local_trust",
+    "one_step_distrust",
     "transitive_trust",
 ]

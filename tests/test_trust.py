@@ -549,3 +549,23 @@ def test_trust_weighted_routing_picks_trust_times_fitness_and_audits() -> None:
     (fallback,) = plain.emit("requester", "commands.requested", requested("c1", "db.query", "TRUST_WEIGHTED"),
                              feedback=False)["routing"]
     assert (fallback.payload["agent_id"], fallback.payload["strategy"]) == (x, "BEST_FIT")
+
+
+def test_one_step_distrust_cancels_a_lucky_success_and_colluders_cannot_cast_it() -> None:
+    from swarmlog.projections.trust_graph import one_step_distrust
+
+    honest = [f"h{i}" for i in range(4)]
+    raw: dict[str, dict[str, float]] = {h: {o: 1.0 for o in honest if o != h} for h in honest}
+    raw["h1"]["c"] = 0.2  # one lucky success with the part-time cheat c
+    raw["h0"]["c"] = -0.5  # the pre-trusted rater saw it fail
+    raw["c"] = {"d": 50.0}  # c and d rate each other up
+    raw["d"] = {"c": 50.0, "h2": -50.0}  # ... and d reports an honest agent badly
+    with_d = eigentrust(raw, pretrusted=["h0"])
+    without = eigentrust(raw, pretrusted=["h0"], distrust=False)
+    assert without.normalized("c") > 0.0 and with_d.normalized("c") < without.normalized("c")
+    d = one_step_distrust(raw, with_d.scores)
+    expected = with_d.scores["h0"] * 0.5 / (1.0 + 1.0 + 1.0 + 0.5)
+    assert d["c"] == pytest.approx(expected)
+    # d holds little trust, so its bad report of h2 costs h2 almost nothing
+    assert with_d.normalized("h2") == pytest.approx(without.normalized("h2"), abs=0.05)
+    assert all(0.0 <= with_d.normalized(a) <= 1.0 for a in with_d.scores)
