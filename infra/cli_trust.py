@@ -51,7 +51,8 @@ def score(
     _emit({
         "agent_id": agent_id, "at_ms": now,
         "global": trust_score(store, agent_id, pretrusted=pretrusted or (), now_ms=now),
-        "eigentrust_share": eigen.scores.get(agent_id, 0.0), "agents": len(eigen.scores),
+        "eigentrust_share": eigen.scores.get(agent_id, 0.0), "distrust": eigen.distrust.get(agent_id, 0.0),
+        "agents": len(eigen.scores),
         "pretrusted": list(eigen.pretrusted), "converged": eigen.converged,
         "spec": spec, "revoked_ms": revoked_at(store, agent_id),
     }, json_out)
