@@ -56,6 +56,7 @@ def _mount_subcommands() -> None:
         cli_market,
         cli_query,
         cli_swarm,
+        cli_trust,
         cli_worker,
     )
 
@@ -67,6 +68,7 @@ def _mount_subcommands() -> None:
     app.add_typer(cli_swarm.app, name="swarm")
     app.add_typer(cli_market.app, name="market")
     app.add_typer(cli_query.sessions_app, name="sessions")
+    app.add_typer(cli_trust.app, name="trust")
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")

@@ -141,6 +141,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.swarm_space import SwarmSpaceProjection
     from swarmlog.projections.swarm_tasks import SwarmTaskProjection
     from swarmlog.projections.swarm_voting import VotingPoolProjection
+    from swarmlog.projections.trust import TrustProjection
 
     return {
         # the registry itself is the replica (below); this domain gives each agents partition one
@@ -158,6 +159,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         "market": (("market", "receipts"), _market_projections),
         # MAPE-K: detectors per component (metrics lane), breakers per receipts lane, knowledge from heal
         "heal": (("metrics", "receipts", "heal"), lambda: [HealProjection()]),
+        "trust": (("trust",), lambda: [TrustProjection()]),
     }
 
 
