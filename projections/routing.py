@@ -213,7 +213,13 @@ def predicted_latency_ms(c: Candidate) -> float:
 
 
 def trust_weighted(c: Candidate) -> float:
-    """The spec's trust-weighted selection score (usage pattern 4): trust × fitness."""
+    """The spec's trust-weighted selection score (usage pattern 4): trust × fitness.
+
+    Only the trust-aware router annotates candidates with ``trust``; the plain router
+    cannot rank by it and says so (ValueError) instead of guessing a neutral trust.
+    """
+    if "trust" not in c:
+        raise ValueError("TRUST_WEIGHTED needs candidates annotated with trust (TrustAwareRoutingProjection)")
     return float(c["trust"]) * fitness(c)
 
 
