@@ -34,7 +34,7 @@ import mode
 from faust.streams import _current_event
 
 from swarmlog.processors.faust_compat import correct_end_offsets_for_embedded_broker
-from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore
+from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore, WriteBehindStore
 from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
@@ -223,7 +223,10 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
     channel = app.topic(*topic_names, value_serializer="raw", key_serializer="raw")
 
     async def agent(stream: faust.StreamT) -> None:
-        runtime = PartitionedRuntime(projections, store_for, extra_stores=_replica_stores(projections, replica))
+        # batch-aggregated table writes (runtime.WriteBehindStore); the views read the tables directly
+        runtime = PartitionedRuntime(projections, lambda name: WriteBehindStore(tables[name], _event_context,
+                                                                                _set_current_event),
+                                     extra_stores=_replica_stores(projections, replica))
         runtime.counters = counters  # per-reason counters, shown by /swarmlog/health/
         if any(p.reads for p in projections):
             replica.start()
@@ -260,6 +263,15 @@ def _set_current_event(event: Any) -> None:
     is the partition the owner of r restores on failover.
     """
     _current_event.set(weakref.ref(event))
+
+
+def _event_context() -> tuple[int, Any]:
+    """(changelog partition, event) of the record being folded: where a buffered write must go."""
+    ref = _current_event.get(None)
+    event = ref() if ref is not None else None
+    if event is None:
+        raise RuntimeError("table write outside of a record being folded")
+    return event.message.partition, event
 
 
 def _replica_stores(projections: Sequence[Projection], replica: RegistryReplica) -> dict[str, StateStore]:
