@@ -19,6 +19,10 @@ consumer group, over the same topics (``agents``, ``commands``, ``receipts``):
   folds ``commands`` + ``receipts`` into the routing table, derives one signed
   ``commands.routed``/``route_failed`` per request (it is produced, and folded back by the
   agent and the replica, inside the measured window where it arrives before the end).
+* **swarmlog_per_event** — the same worker with the per-batch table writes undone (every
+  write straight to the table and its changelog, changelog sent without linger), on its
+  own copy of the log produced from the same seed (same events; ids and signatures
+  differ): the before/after of ``runtime.WriteBehindStore``.
 
 Measured window, per variant: from the first record the worker is handed (Faust's
 ``on_message_in`` sensor call; for swarmlog also the replica's first record) to the moment
@@ -31,9 +35,15 @@ worker's replica is started when the group's first rebalance completes (not at p
 start) and the window opens then, so its catch-up is inside the window instead of
 overlapping the group join.
 
+Every variant also reports the CPU time its process used in the window (all threads):
+on a machine shared with other work, wall-clock rates mostly measure the CPU share a
+process got, and a two-thread worker gets more of it than a one-thread agent, so the
+per-CPU-second ratios are the fairer comparison there.
+
 Usage: ``python benchmarks/projections.py [--agents 200 --heartbeats 12000 --commands 5000]
 [--json out.json] [--profile DIR]`` (``--profile`` runs the swarmlog worker under py-spy).
-Uses ``SWARMLOG_BOOTSTRAP`` when set, else starts an embedded broker for the run.
+Uses ``SWARMLOG_BOOTSTRAP`` when set (``SWARMLOG_EMBEDDED=1`` if that is an embedded
+broker), else starts an embedded broker for the run.
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ PARTITIONS = 6
 CAPABILITIES = [f"cap-{i:02d}" for i in range(20)]
 SOURCE_TOPICS = ("agents", "commands", "receipts")
 FAUST_TOPICS = ("commands", "receipts")  # the swarmlog coordination agent's topics
-VARIANTS = ("bare", "bare_batched", "naive", "swarmlog")
+VARIANTS = ("bare", "bare_batched", "naive", "swarmlog_per_event", "swarmlog")
 HERE = Path(__file__).resolve().parent
 
 
@@ -66,8 +76,8 @@ HERE = Path(__file__).resolve().parent
 @contextlib.contextmanager
 def broker() -> Iterator[tuple[str, bool]]:
     configured = os.environ.get("SWARMLOG_BOOTSTRAP")
-    if configured:
-        yield configured, False
+    if configured:  # SWARMLOG_EMBEDDED=1: it is an embedded broker (short group timeouts), as for `swarmlog worker`
+        yield configured, os.environ.get("SWARMLOG_EMBEDDED") == "1"
         return
     from swarmlog.infra.broker import EmbeddedBroker
 
@@ -156,10 +166,10 @@ def run_variant(variant: str, spec: dict[str, Any], workdir: Path, timeout: floa
     spec_path = workdir / f"{variant}.spec.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec_path)]
-    if profile_dir is not None and variant == "swarmlog":
+    if profile_dir is not None and variant.startswith("swarmlog"):
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         profile_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [spy, "record", "-r", "200", "-f", "raw", "--threads", "-o", str(profile_dir / "swarmlog.pyspy.txt"),
+        cmd = [spy, "record", "-r", "200", "-f", "raw", "--threads", "-o", str(profile_dir / f"{variant}.pyspy.txt"),
                "--", *cmd]
     log_path = workdir / f"{variant}.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
@@ -225,31 +235,49 @@ def main(argv: list[str] | None = None) -> int:
         spec = {"bootstrap": bootstrap, "embedded": embedded, "prefix": prefix, "ends": ends,
                 "partitions": PARTITIONS}
         for variant in variants:
-            result = run_variant(variant, spec, Path(tmp), args.timeout, args.profile)
+            variant_spec = spec
+            if variant == "swarmlog_per_event":
+                # its derived events would land in the log the swarmlog variant reads: it gets its own
+                # copy, produced from the same seed (same events; ids, clocks and signatures differ)
+                copy = f"pb{uuid.uuid4().hex[:6]}."
+                provision(bootstrap, partitions=PARTITIONS, prefix=copy)
+                produce_log(bootstrap, copy, args.agents, args.heartbeats, args.commands, args.seed)
+                variant_spec = {**spec, "prefix": copy, "ends": log_ends(bootstrap, [copy + t for t in SOURCE_TOPICS])}
+            result = run_variant(variant, variant_spec, Path(tmp), args.timeout, args.profile)
             result["events_per_s"] = events / result["seconds"]
             result["records_per_s"] = sum(records.values()) / result["seconds"]
+            result["events_per_cpu_s"] = events / result["cpu_seconds"]
             results["variants"][variant] = result
-            print(f"{variant:>13}: {result['events_per_s']:>9,.0f} events/s ({result['seconds']:.2f} s, "
-                  f"{result['records_per_s']:,.0f} records/s)", file=sys.stderr)
-    rates = {v: r["events_per_s"] for v, r in results["variants"].items()}
-    bare = max((rates[v] for v in ("bare", "bare_batched") if v in rates), default=None)
-    ratios: dict[str, float] = {}
-    if "swarmlog" in rates:
-        if bare:
-            ratios["swarmlog_over_bare"] = rates["swarmlog"] / bare
-        if "naive" in rates:
-            ratios["swarmlog_over_naive"] = rates["swarmlog"] / rates["naive"]
-    if "naive" in rates and bare:
-        ratios["naive_over_bare"] = rates["naive"] / bare
-    results["ratios"] = ratios
+            print(f"{variant:>18}: {result['events_per_s']:>9,.0f} events/s ({result['seconds']:.2f} s); "
+                  f"{result['events_per_cpu_s']:>7,.0f} events per CPU-second ({result['cpu_seconds']:.2f} s)",
+                  file=sys.stderr)
+    results["ratios"] = _ratios({v: r["events_per_s"] for v, r in results["variants"].items()})
+    results["cpu_ratios"] = _ratios({v: r["events_per_cpu_s"] for v, r in results["variants"].items()})
+    ratios = results["ratios"]
     results["targets"] = {"swarmlog_over_naive >= 3": ratios.get("swarmlog_over_naive", 0) >= 3,
                           "swarmlog_over_bare >= 0.8": ratios.get("swarmlog_over_bare", 0) >= 0.8}
     for name, value in ratios.items():
-        print(f"{name}: {value:.2f}", file=sys.stderr)
+        print(f"{name}: {value:.2f} (per CPU-second: {results['cpu_ratios'].get(name, 0):.2f})", file=sys.stderr)
     print(json.dumps(results, indent=2))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _ratios(rates: dict[str, float]) -> dict[str, float]:
+    """The target ratios; "bare" is the better of the two bare agents (the ceiling)."""
+    bare = max((rates[v] for v in ("bare", "bare_batched") if v in rates), default=0.0)
+    out: dict[str, float] = {}
+    for name in ("swarmlog", "swarmlog_per_event", "naive"):
+        if name not in rates:
+            continue
+        if bare:
+            out[f"{name}_over_bare"] = rates[name] / bare
+        if name != "naive" and "naive" in rates:
+            out[f"{name}_over_naive"] = rates[name] / rates["naive"]
+    if "swarmlog" in rates and "swarmlog_per_event" in rates:
+        out["swarmlog_over_per_event"] = rates["swarmlog"] / rates["swarmlog_per_event"]
+    return out
 
 
 # ----------------------------------------------------------------------------- the worker process
@@ -401,8 +429,15 @@ def build_baseline(spec: dict[str, Any], variant: str) -> Any:
     return app
 
 
-def build_swarmlog(spec: dict[str, Any], progress: Progress) -> Any:
+def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = False) -> Any:
+    """The real worker; ``per_event``: as before batching — every table write goes straight to
+    the table (and its changelog), changelog records are sent without linger."""
+    from swarmlog.processors import app as app_module
     from swarmlog.processors.app import WorkerConfig, create_app
+    from swarmlog.processors.runtime import TableStore
+
+    if per_event:
+        app_module.WriteBehindStore = lambda table, *_args: TableStore(table)
     from swarmlog.streams.identity import Identity
     from swarmlog.streams.producer import EventProducer
 
@@ -415,6 +450,9 @@ def build_swarmlog(spec: dict[str, Any], progress: Progress) -> Any:
         return EventProducer(identity, spec["bootstrap"], topic_prefix=spec["prefix"])
 
     app = create_app(config, producer)
+    if per_event:
+        app.conf.producer_linger = 0.0
+        app.conf.producer_max_batch_size = 16384
     replica = app.swarmlog_replica
     # The replica starts when the group's first rebalance completes (partitions assigned,
     # tables recovered), not at process start, so its catch-up is inside the window instead
@@ -444,11 +482,13 @@ def worker_main(spec_path: Path) -> int:
 
     spec = json.loads(spec_path.read_text())
     variant = spec["variant"]
-    faust_ends = _ends(spec, FAUST_TOPICS if variant == "swarmlog" else SOURCE_TOPICS)
-    replica_ends = _ends(spec, SOURCE_TOPICS) if variant == "swarmlog" else {}
+    swarmlog = variant.startswith("swarmlog")
+    faust_ends = _ends(spec, FAUST_TOPICS if swarmlog else SOURCE_TOPICS)
+    replica_ends = _ends(spec, SOURCE_TOPICS) if swarmlog else {}
     progress = Progress(faust_ends, replica_ends)
     _instrument_consumer(progress)
-    app = build_swarmlog(spec, progress) if variant == "swarmlog" else build_baseline(spec, variant)
+    app = build_swarmlog(spec, progress, per_event=variant == "swarmlog_per_event") if swarmlog \
+        else build_baseline(spec, variant)
 
     def report() -> None:
         while not progress.done.wait(5.0):
@@ -462,7 +502,7 @@ def worker_main(spec_path: Path) -> int:
                                   "faust_seconds": progress.faust_done - progress.first if faust_ends else None,
                                   "replica_seconds": (progress.replica_done - progress.first
                                                       if replica_ends else None)}
-        if variant == "swarmlog":
+        if swarmlog:
             time.sleep(0.5)  # let the last outputs' counters settle (not in the window)
             with contextlib.suppress(Exception):
                 result["health"] = _health(spec["web_port"])
