@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from swarmlog.streams import speedups
 from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord
 from swarmlog.streams.codec import EncodeError, SchemaEntry, SchemaStore, default_store, encode_body
 from swarmlog.streams.envelope import IDENTITY_EVENT_TYPE
@@ -174,15 +175,22 @@ class EventProducer:
         """
         entry = self.store.for_event_type(event_type)
         encode = entry.encode_body
+        encode_many = getattr(encode, "encode_many", None)  # the C encoder's: one call per batch
+        native = speedups.native
         try:
-            bodies = [encode(p) for p in payloads]
+            bodies = encode_many(payloads) if encode_many is not None else [encode(p) for p in payloads]
         except Exception:
             bodies = [encode_body(entry, p) for p in payloads]  # re-raises as EncodeError naming the field
+        keys: list[bytes] | None = None
         if subjects is None:
-            subjects = [self._subject_of(entry, p) for p in payloads]
+            if native is not None and entry.subject_field:
+                keys = native.subject_keys(payloads, entry.subject_field)
+            if keys is None:
+                keys = [self._subject_of(entry, p).encode() for p in payloads]
         elif len(subjects) != len(payloads):
             raise ValueError("subjects and payloads differ in length")
-        keys = [s.encode() for s in subjects]
+        else:
+            keys = [s.encode() for s in subjects]
         topic_name = topic or self._topic_of(entry)
         refs: list[EventRef] = []
         with self._lock:
