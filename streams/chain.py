@@ -197,7 +197,7 @@ class ChainWriter:
         open_lists: list[list[bytes] | None] = [None] * partitions
         used: list[_Lane | None] = [None] * partitions
         lanes = self._lanes
-        for partition in set(parts):
+        for partition in dict.fromkeys(parts):  # first-seen order, as the Python loop creates lanes
             lane = lanes.get((topic, partition)) or self._new_lane(topic, partition)
             used[partition] = lane
             prefixes[partition] = lane.prefix_cache.get(event_type) or self._new_prefix(lane, entry, event_type)
