@@ -997,6 +997,37 @@ static PyObject *py_subject_keys(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ------------------------------------------------------------------ produce loop */
+
+/* produce_each(produce, topic, values, keys, parts, start) -> int: produce(topic, values[i], keys[i], parts[i])
+   for i = start ...; returns len(values), or the index of the first record refused with BufferError
+   (the caller waits for room and continues). Other exceptions propagate. */
+static PyObject *py_produce_each(PyObject *self, PyObject *args) {
+    PyObject *produce, *topic, *values, *keys, *parts;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "OOO!O!O!n:produce_each", &produce, &topic, &PyList_Type, &values, &PyList_Type,
+                          &keys, &PyList_Type, &parts, &start))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(parts) != n || start < 0) {
+        PyErr_SetString(PyExc_ValueError, "produce_each: list lengths differ");
+        return NULL;
+    }
+    for (Py_ssize_t i = start; i < n; i++) {
+        PyObject *argv[4] = {topic, PyList_GET_ITEM(values, i), PyList_GET_ITEM(keys, i), PyList_GET_ITEM(parts, i)};
+        PyObject *r = PyObject_Vectorcall(produce, argv, 4, NULL);
+        if (!r) {
+            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyErr_Clear();
+                return PyLong_FromSsize_t(i);
+            }
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return PyLong_FromSsize_t(n);
+}
+
 /* ------------------------------------------------------------------ slot objects */
 
 /*
@@ -1062,6 +1093,7 @@ static PyMethodDef methods[] = {
     {"partitions", py_partitions, METH_VARARGS, "crc32(key) % count for each key."},
     {"chain_many", py_chain_many, METH_VARARGS, "Envelopes, ids, hashes and chain links of a batch."},
     {"subject_keys", py_subject_keys, METH_VARARGS, "payload[field].encode() of each payload, or None."},
+    {"produce_each", py_produce_each, METH_VARARGS, "produce() each record; stops at BufferError."},
     {"slot_objects", py_slot_objects, METH_VARARGS, "Instances of a __slots__ class from columns."},
     {"merkle_root_leaves", py_merkle_root_leaves, METH_O, "RFC 9162 root over HASH(0x00 || d) leaves."},
     {NULL, NULL, 0, NULL},

@@ -147,11 +147,12 @@ class ChainWriter:
         read per batch, lookups hoisted, partition = crc32(key) % partitions. Returns the
         references and the (partition, key, value) records to write, in order.
         """
-        event_type = entry.event_type or entry.full_name
-        ts_bytes = write_long(time.time_ns() // 1_000_000)
         native = speedups.native
         if native is not None and bodies:
-            return self._append_many_native(native, entry, event_type, ts_bytes, bodies, keys, topic, partitions)
+            c_refs, parts, values = self._append_many_native(native, entry, bodies, keys, topic, partitions)
+            return c_refs, list(zip(parts, keys, values, strict=True))
+        event_type = entry.event_type or entry.full_name
+        ts_bytes = write_long(time.time_ns() // 1_000_000)
         header = self._header
         lanes = self._lanes
         small = _SMALL
@@ -186,10 +187,20 @@ class ChainWriter:
         self.open_count += len(bodies)
         return refs, records
 
-    def _append_many_native(self, native: ModuleType, entry: SchemaEntry, event_type: str, ts_bytes: bytes,
-                            bodies: list[bytes], keys: list[bytes], topic: str,
-                            partitions: int) -> tuple[list[EventRef], list[tuple[int, bytes, bytes]]]:
+    def append_many_columns(self, entry: SchemaEntry, bodies: list[bytes], keys: list[bytes], topic: str,
+                            partitions: int) -> tuple[list[EventRef], list[int], list[bytes]]:
+        """``append_many`` returning (refs, partitions, values) columns: no tuple per record."""
+        native = speedups.native
+        if native is not None and bodies:
+            return self._append_many_native(native, entry, bodies, keys, topic, partitions)
+        refs, records = self.append_many(entry, bodies, keys, topic, partitions)
+        return refs, [r[0] for r in records], [r[2] for r in records]
+
+    def _append_many_native(self, native: ModuleType, entry: SchemaEntry, bodies: list[bytes], keys: list[bytes],
+                            topic: str, partitions: int) -> tuple[list[EventRef], list[int], list[bytes]]:
         """``append_many``'s loop in C (``_speedups.chain_many``): same bytes, same lane state."""
+        event_type = entry.event_type or entry.full_name
+        ts_bytes = write_long(time.time_ns() // 1_000_000)
         parts: list[int] = native.partitions(keys, partitions)
         prefixes: list[bytes | None] = [None] * partitions
         next_seqs: list[int] = [0] * partitions
@@ -218,7 +229,7 @@ class ChainWriter:
         self.open_count += len(bodies)
         refs: list[EventRef] = native.slot_objects(EventRef, _REF_FIELDS, (
             ids, topic, parts, list(map(names.__getitem__, parts)), seqs, digests), len(ids))
-        return refs, list(zip(parts, keys, values, strict=True))
+        return refs, parts, values
 
     def _new_lane(self, topic: str, partition: int) -> _Lane:
         lane = self._lanes[(topic, partition)] = _Lane(topic, partition, f"{topic}/{partition}")

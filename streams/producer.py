@@ -203,15 +203,26 @@ class EventProducer:
             start = 0
             while start < len(bodies):
                 room = max(1, self.seal_batch - self.chain.open_count)
-                chunk_refs, records = self.chain.append_many(
-                    entry, bodies[start:start + room], keys[start:start + room], topic_name, partitions)
-                if self.chain.open_count == len(records):
+                chunk_keys = keys[start:start + room]
+                chunk_refs, parts, values = self.chain.append_many_columns(
+                    entry, bodies[start:start + room], chunk_keys, topic_name, partitions)
+                if self.chain.open_count == len(values):
                     self._open_since = time.monotonic()
-                for partition, key, value in records:
-                    try:
-                        produce(topic_name, value, key, partition)
-                    except BufferError:
-                        self._send(OutRecord(topic_name, partition, key, value), report=False)
+                if native is not None:
+                    # the produce() loop in C; it stops at a full queue (BufferError) and we wait here
+                    done = 0
+                    while done < len(values):
+                        done = native.produce_each(produce, topic_name, values, chunk_keys, parts, done)
+                        if done < len(values):
+                            self._send(OutRecord(topic_name, parts[done], chunk_keys[done], values[done]),
+                                       report=False)
+                            done += 1
+                else:
+                    for partition, key, value in zip(parts, chunk_keys, values, strict=True):
+                        try:
+                            produce(topic_name, value, key, partition)
+                        except BufferError:
+                            self._send(OutRecord(topic_name, partition, key, value), report=False)
                 refs.extend(chunk_refs)
                 start += room
                 if self.chain.open_count >= self.seal_batch:

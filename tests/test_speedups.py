@@ -320,7 +320,7 @@ def _run(identity: Identity, steps: list[tuple[int, int]], use_native: bool,
                                statement["lanes"], statement["created_ms"]))
     lanes = sorted((k, v.next_seq, v.last_hash, v.first_open_seq, list(v.open_hashes))
                    for k, v in writer._lanes.items())
-    return outputs + [lanes], refs, seals
+    return [*outputs, lanes], refs, seals
 
 
 @EXAMPLES
@@ -376,7 +376,8 @@ def test_subject_keys_defers_on_anything_unusual() -> None:
 
 # ---------------------------------------------------------------------------- pure-Python path
 def test_pure_python_path_passes_the_codec_chain_and_verify_tests() -> None:
-    """SWARMLOG_SPEEDUPS=0 must give a working swarmlog: run those test modules without the extension."""
+    """SWARMLOG_SPEEDUPS=0 must give a working swarmlog: run those test modules without the extension
+    (the in-process runs of the same modules use it)."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "SWARMLOG_SPEEDUPS": "0"}
     probe = subprocess.run([sys.executable, "-c", "from swarmlog.streams import speedups; print(speedups.enabled())"],
@@ -384,6 +385,26 @@ def test_pure_python_path_passes_the_codec_chain_and_verify_tests() -> None:
     assert probe.stdout.strip() == "False"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_codec.py",
-         "tests/test_verify.py", "tests/test_schemas.py", "tests/test_merkle.py"],
+         "tests/test_verify.py", "tests/test_schemas.py", "tests/test_merkle.py", "tests/test_produce_read.py"],
         cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+def test_produce_each_stops_at_a_full_queue_and_propagates_other_errors() -> None:
+    assert native is not None
+    sent: list[tuple[Any, ...]] = []
+
+    def produce(*args: Any) -> None:
+        if args[1] == b"full" and not any(s[1] == b"full" for s in sent):
+            sent.append(("refused", b"full"))
+            raise BufferError("queue full")
+        if args[1] == b"boom":
+            raise RuntimeError("broker gone")
+        sent.append(args)
+
+    values, keys, parts = [b"a", b"full", b"c"], [b"k1", b"k2", b"k3"], [0, 1, 2]
+    assert native.produce_each(produce, "t", values, keys, parts, 0) == 1
+    assert native.produce_each(produce, "t", values, keys, parts, 1) == 3
+    assert sent == [("t", b"a", b"k1", 0), ("refused", b"full"), ("t", b"full", b"k2", 1), ("t", b"c", b"k3", 2)]
+    with pytest.raises(RuntimeError, match="broker gone"):
+        native.produce_each(produce, "t", [b"boom"], [b"k"], [0], 0)
