@@ -8,7 +8,9 @@ One run, one broker, same payload sizes, so the ratios compare like with like:
   hash-chain it, send it, and seal every ``seal_batch`` events (Merkle root, Ed25519 +
   ML-DSA-65 signature, one seal record per lane), for several batch sizes;
 * read-back — raw assigned-partition consume of the same topic, then consume + verify
-  (seals, chains) + decode every payload.
+  (seals, chains) + decode every payload;
+* the bulk path once more with the C speedups switched off (``SWARMLOG_SPEEDUPS=0``'s
+  pure-Python path), so before/after come from the same run.
 
 Usage: ``python benchmarks/ingest.py [--events 100000] [--json out.json]``. Uses
 ``SWARMLOG_BOOTSTRAP`` when set, else starts an embedded broker for the run.
@@ -31,6 +33,8 @@ from confluent_kafka import Producer
 
 from swarmlog.infra.broker import EmbeddedBroker
 from swarmlog.infra.topics import ensure_topics
+from swarmlog.streams import speedups
+from swarmlog.streams.codec import SchemaStore
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records
@@ -48,6 +52,17 @@ def heartbeat(i: int) -> dict[str, Any]:
     return {"agent_id": f"agent-{i % 1000:04d}", "health_score": 0.9 + (i % 10) / 100, "current_load": i % 17,
             "latency_ms": 12.5 + (i % 50), "reliability": 0.99, "max_concurrency": 32, "interval_ms": 5000,
             "resources": {"cpu": 0.42, "mem_gb": 3.5}}
+
+
+@contextlib.contextmanager
+def pure_python() -> Iterator[SchemaStore]:
+    """The pure-Python path in this process: C speedups off, a schema store without C encoders."""
+    saved = speedups.native
+    speedups.native = None
+    try:
+        yield SchemaStore.from_directory()
+    finally:
+        speedups.native = saved
 
 
 @contextlib.contextmanager
@@ -82,10 +97,10 @@ def bench_raw(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]
 
 
 def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: int, seal_batch: int,
-                 bulk: bool) -> float:
+                 bulk: bool, store: SchemaStore | None = None) -> float:
     """Events/s from payload dicts to acknowledged records (close() seals and flushes)."""
     producer = EventProducer(identity, bootstrap, identity_topic=trust, seal_batch=seal_batch,
-                             seal_interval_ms=60_000)
+                             seal_interval_ms=60_000, store=store)
     producer.publish_identity()
     producer.partitions(topic)
     payloads = [heartbeat(i) for i in range(n)]
@@ -101,21 +116,22 @@ def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: 
     return n / (time.perf_counter() - start)
 
 
-def bench_breakdown(identity: Identity, n: int) -> dict[str, float]:
+def bench_breakdown(identity: Identity, n: int, store: SchemaStore | None = None) -> dict[str, float]:
     """Microseconds per event of each step of the signed path, measured in isolation (no Kafka)."""
     from swarmlog.streams.chain import ChainWriter
     from swarmlog.streams.codec import default_store, encode_body
 
-    store = default_store()
+    store = store or default_store()
     entry = store.for_event_type(EVENT_TYPE)
     ident_entry = store.for_event_type("trust.identity")
-    writer = ChainWriter(identity)
+    writer = ChainWriter(identity, store)
     writer.append(ident_entry, encode_body(ident_entry, writer.identity_payload()), identity.did, "t", 0, sign=True)
     payloads = [heartbeat(i) for i in range(n)]
     keys = [p["agent_id"].encode() for p in payloads]
     encode = entry.encode_body
+    encode_many = getattr(encode, "encode_many", None)  # the C encoder's batch call, as produce_many uses it
     start = time.perf_counter()
-    bodies = [encode(p) for p in payloads]
+    bodies = encode_many(payloads) if encode_many is not None else [encode(p) for p in payloads]
     encode_us = (time.perf_counter() - start) / n * 1e6
     start = time.perf_counter()
     for chunk in range(0, n, 1024):
@@ -172,10 +188,16 @@ def main(argv: list[str] | None = None) -> int:
         raw_rate = bench_raw(bootstrap, raw_topic, raw_values, keys)
         results["raw_produce_per_s"] = raw_rate
         print(f"raw confluent-kafka produce ({size} B): {raw_rate:,.0f} msg/s", file=sys.stderr)
+        results["speedups"] = speedups.enabled()
         breakdown = bench_breakdown(identity, min(args.events, 50_000))
         breakdown["raw_produce_call_us"] = 1e6 / raw_rate
         results["breakdown_us_per_event"] = breakdown
         print("per event: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items()), file=sys.stderr)
+        if speedups.enabled():
+            with pure_python() as store:
+                pure = bench_breakdown(identity, min(args.events, 50_000), store)
+            results["breakdown_us_per_event_pure_python"] = pure
+            print("per event, pure Python: " + ", ".join(f"{k} {v:.1f}" for k, v in pure.items()), file=sys.stderr)
         default_batch = 1024
         for bulk in (False, True):
             api = "produce_many" if bulk else "produce"
@@ -185,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_topics(bootstrap, {topic: PARTITIONS})
                 rate = bench_signed(bootstrap, topic, trust, identity, n, batch, bulk)
                 row: dict[str, Any] = {"api": api, "seal_batch": batch, "events": n, "per_s": rate,
-                                       "ratio_to_raw": rate / raw_rate}
+                                       "ratio_to_raw": rate / raw_rate, "speedups": speedups.enabled()}
                 if bulk and batch == default_batch:
                     raw_read, verify_read, authenticated = bench_read(bootstrap, topic, trust)
                     row.update({"raw_consume_per_s": raw_read, "verify_decode_per_s": verify_read,
@@ -194,6 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"].append(row)
                 print(f"signed {api:>12}, seal batch {batch:>5}: {rate:,.0f} events/s "
                       f"({rate / raw_rate:.0%} of raw)", file=sys.stderr)
+                if bulk and batch == default_batch and speedups.enabled():
+                    topic = f"bench-signed-pure-{run_id}"
+                    ensure_topics(bootstrap, {topic: PARTITIONS})
+                    with pure_python() as store:
+                        pure_rate = bench_signed(bootstrap, topic, trust, identity, n, batch, bulk, store)
+                    results["runs"].append({"api": api, "seal_batch": batch, "events": n, "per_s": pure_rate,
+                                            "ratio_to_raw": pure_rate / raw_rate, "speedups": False})
+                    print(f"signed {api:>12}, seal batch {batch:>5}, pure Python: {pure_rate:,.0f} events/s "
+                          f"({pure_rate / raw_rate:.0%} of raw)", file=sys.stderr)
                 if "verify_decode_per_s" in row:
                     print(f"  read back: raw consume {row['raw_consume_per_s']:,.0f}/s, "
                           f"consume+verify+decode {row['verify_decode_per_s']:,.0f}/s "

@@ -320,6 +320,7 @@ struct Node {
     int op;
     Py_ssize_t size;   /* OP_FIXED */
     PyObject *obj;     /* OP_ENUM: dict symbol -> bytes (borrowed) */
+    PyObject *symbols; /* OP_ENUM: tuple of symbols, for decoding (borrowed) */
     Node *child;       /* OP_ARRAY items, OP_MAP values */
     Py_ssize_t count;  /* fields or branches */
     Field *fields;
@@ -480,11 +481,12 @@ static Node *build_node(EncoderObject *enc, PyObject *spec, PyObject *memo) {
         if (node->size == -1 && PyErr_Occurred()) return NULL;
         break;
     case OP_ENUM:
-        if (!PyDict_Check(items[1])) {
-            PyErr_SetString(PyExc_TypeError, "enum node needs a dict");
+        if (!PyDict_Check(items[1]) || len < 3 || !PyTuple_Check(items[2])) {
+            PyErr_SetString(PyExc_TypeError, "enum node needs a dict and a tuple of symbols");
             return NULL;
         }
         node->obj = items[1];
+        node->symbols = items[2];
         break;
     case OP_ARRAY:
     case OP_MAP:
@@ -784,6 +786,279 @@ static PyTypeObject EncoderType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(EncoderObject, vectorcall),
     .tp_methods = Encoder_methods,
+};
+
+/* ------------------------------------------------------------------ Avro decoder */
+
+/*
+ * Decoder(program, fallback)(buf, pos) -> (value, end): the same values as the generated
+ * Python decoder (avro_compile). Any malformed input, or a buffer that is not exactly bytes,
+ * goes to that Python decoder, which raises its own error (same messages on both paths).
+ */
+typedef struct {
+    const unsigned char *b;
+    Py_ssize_t n, p;
+} In;
+
+/* 0 ok, -1 malformed (no exception set, or one set by a CPython call: the caller clears it). */
+static inline int rd_long(In *in, int64_t *out) {
+    if (in->p >= in->n) return -1;
+    unsigned int c = in->b[in->p++];
+    if (c < 0x80) {
+        *out = (int64_t)(c >> 1) ^ -(int64_t)(c & 1);
+        return 0;
+    }
+    uint64_t z = c & 0x7F;
+    int shift = 7;
+    while (c & 0x80) {
+        if (shift > 63 || in->p >= in->n) return -1;
+        c = in->b[in->p++];
+        uint64_t part = (uint64_t)(c & 0x7F);
+        if (shift == 63 && part > 1) return -1; /* exceeds 64 bits */
+        z |= part << shift;
+        shift += 7;
+    }
+    *out = (int64_t)(z >> 1) ^ -(int64_t)(z & 1);
+    return 0;
+}
+
+static int rd_count(In *in, int64_t *count) {
+    int64_t n, size;
+    if (rd_long(in, &n) < 0) return -1;
+    if (n < 0) {
+        if (n == INT64_MIN) return -1;
+        n = -n;
+        if (rd_long(in, &size) < 0) return -1;
+    }
+    if (n > in->n - in->p + 1) return -1; /* every item takes at least one byte */
+    *count = n;
+    return 0;
+}
+
+static int rd_len(In *in, Py_ssize_t *len) {
+    int64_t n;
+    if (rd_long(in, &n) < 0 || n < 0 || n > in->n - in->p) return -1;
+    *len = (Py_ssize_t)n;
+    return 0;
+}
+
+static PyObject *decode_node(Node *node, In *in, int depth) {
+    if (depth > MAX_DEPTH) return NULL;
+    switch (node->op) {
+    case OP_NULL:
+        Py_RETURN_NONE;
+    case OP_BOOL: {
+        if (in->p >= in->n) return NULL;
+        unsigned char c = in->b[in->p++];
+        if (c > 1) return NULL;
+        return PyBool_FromLong(c);
+    }
+    case OP_INT:
+    case OP_LONG: {
+        int64_t v;
+        if (rd_long(in, &v) < 0) return NULL;
+        if (node->op == OP_INT && (v < INT32_MIN || v > INT32_MAX)) return NULL;
+        return PyLong_FromLongLong(v);
+    }
+    case OP_FLOAT: {
+        if (in->n - in->p < 4) return NULL;
+        double x = PyFloat_Unpack4((const char *)in->b + in->p, 1);
+        if (x == -1.0 && PyErr_Occurred()) return NULL;
+        in->p += 4;
+        return PyFloat_FromDouble(x);
+    }
+    case OP_DOUBLE: {
+        if (in->n - in->p < 8) return NULL;
+        double x = PyFloat_Unpack8((const char *)in->b + in->p, 1);
+        if (x == -1.0 && PyErr_Occurred()) return NULL;
+        in->p += 8;
+        return PyFloat_FromDouble(x);
+    }
+    case OP_BYTES:
+    case OP_STRING: {
+        Py_ssize_t len;
+        if (rd_len(in, &len) < 0) return NULL;
+        const char *start = (const char *)in->b + in->p;
+        in->p += len;
+        if (node->op == OP_BYTES) return PyBytes_FromStringAndSize(start, len);
+        return PyUnicode_DecodeUTF8(start, len, NULL);
+    }
+    case OP_FIXED: {
+        if (in->n - in->p < node->size) return NULL;
+        PyObject *v = PyBytes_FromStringAndSize((const char *)in->b + in->p, node->size);
+        in->p += node->size;
+        return v;
+    }
+    case OP_ENUM: {
+        int64_t i;
+        if (rd_long(in, &i) < 0 || i < 0 || i >= PyTuple_GET_SIZE(node->symbols)) return NULL;
+        PyObject *v = PyTuple_GET_ITEM(node->symbols, (Py_ssize_t)i);
+        Py_INCREF(v);
+        return v;
+    }
+    case OP_ARRAY: {
+        PyObject *acc = PyList_New(0);
+        int64_t count;
+        if (!acc) return NULL;
+        if (rd_count(in, &count) < 0) { Py_DECREF(acc); return NULL; }
+        while (count) {
+            for (int64_t i = 0; i < count; i++) {
+                PyObject *item = decode_node(node->child, in, depth + 1);
+                if (!item || PyList_Append(acc, item) < 0) { Py_XDECREF(item); Py_DECREF(acc); return NULL; }
+                Py_DECREF(item);
+            }
+            if (rd_count(in, &count) < 0) { Py_DECREF(acc); return NULL; }
+        }
+        return acc;
+    }
+    case OP_MAP: {
+        PyObject *acc = PyDict_New();
+        int64_t count;
+        if (!acc) return NULL;
+        if (rd_count(in, &count) < 0) { Py_DECREF(acc); return NULL; }
+        while (count) {
+            for (int64_t i = 0; i < count; i++) {
+                Py_ssize_t len;
+                if (rd_len(in, &len) < 0) { Py_DECREF(acc); return NULL; }
+                PyObject *k = PyUnicode_DecodeUTF8((const char *)in->b + in->p, len, NULL);
+                in->p += len;
+                if (!k) { Py_DECREF(acc); return NULL; }
+                PyObject *v = decode_node(node->child, in, depth + 1);
+                int rc = v ? PyDict_SetItem(acc, k, v) : -1;
+                Py_DECREF(k);
+                Py_XDECREF(v);
+                if (rc < 0) { Py_DECREF(acc); return NULL; }
+            }
+            if (rd_count(in, &count) < 0) { Py_DECREF(acc); return NULL; }
+        }
+        return acc;
+    }
+    case OP_RECORD: {
+        PyObject *rec = PyDict_New();
+        if (!rec) return NULL;
+        for (Py_ssize_t i = 0; i < node->count; i++) {
+            PyObject *v = decode_node(node->fields[i].node, in, depth + 1);
+            int rc = v ? PyDict_SetItem(rec, node->fields[i].name, v) : -1;
+            Py_XDECREF(v);
+            if (rc < 0) { Py_DECREF(rec); return NULL; }
+        }
+        return rec;
+    }
+    case OP_UNION: {
+        int64_t i;
+        if (rd_long(in, &i) < 0 || i < 0 || i >= node->count) return NULL;
+        return decode_node(node->branches[i].node, in, depth + 1);
+    }
+    default:
+        return NULL;
+    }
+}
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *encoder;  /* an Encoder built from the same program: owns the node tree */
+    PyObject *fallback;
+    Node *root;
+    vectorcallfunc vectorcall;
+} DecoderObject;
+
+static PyTypeObject EncoderType;
+
+static PyObject *Decoder_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    DecoderObject *dec = (DecoderObject *)self;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "Decoder takes (buffer, position)");
+        return NULL;
+    }
+    PyObject *buf = args[0];
+    if (PyBytes_CheckExact(buf) && PyLong_CheckExact(args[1])) {
+        Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+        if (pos >= 0 && pos <= PyBytes_GET_SIZE(buf)) {
+            In in = {(const unsigned char *)PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), pos};
+            PyObject *v = decode_node(dec->root, &in, 0);
+            if (v) {
+                PyObject *end = PyLong_FromSsize_t(in.p);
+                if (!end) { Py_DECREF(v); return NULL; }
+                PyObject *out = PyTuple_Pack(2, v, end);
+                Py_DECREF(v);
+                Py_DECREF(end);
+                return out;
+            }
+        }
+        PyErr_Clear();
+    }
+    return PyObject_Vectorcall(dec->fallback, args, 2, NULL);
+}
+
+/* C-only decode for tests: (value, end), or None where the Python decoder decides. */
+static PyObject *Decoder_try_decode(DecoderObject *self, PyObject *args) {
+    PyObject *buf;
+    Py_ssize_t pos;
+    if (!PyArg_ParseTuple(args, "O!n", &PyBytes_Type, &buf, &pos)) return NULL;
+    if (pos < 0 || pos > PyBytes_GET_SIZE(buf)) Py_RETURN_NONE;
+    In in = {(const unsigned char *)PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), pos};
+    PyObject *v = decode_node(self->root, &in, 0);
+    if (!v) { PyErr_Clear(); Py_RETURN_NONE; }
+    return Py_BuildValue("(Nn)", v, in.p);
+}
+
+static PyObject *Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *program, *fallback;
+    static char *kwlist[] = {"program", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Decoder", kwlist, &program, &fallback)) return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
+        return NULL;
+    }
+    /* the node tree is the encoder's; its fallback is never called from here */
+    PyObject *encoder = PyObject_CallFunctionObjArgs((PyObject *)&EncoderType, program, fallback, NULL);
+    if (!encoder) return NULL;
+    DecoderObject *self = (DecoderObject *)type->tp_alloc(type, 0);
+    if (!self) { Py_DECREF(encoder); return NULL; }
+    self->vectorcall = Decoder_vectorcall;
+    self->encoder = encoder;
+    Py_INCREF(fallback);
+    self->fallback = fallback;
+    self->root = ((EncoderObject *)encoder)->root;
+    return (PyObject *)self;
+}
+
+static int Decoder_traverse(DecoderObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->encoder);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int Decoder_clear(DecoderObject *self) {
+    Py_CLEAR(self->encoder);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void Decoder_dealloc(DecoderObject *self) {
+    PyObject_GC_UnTrack(self);
+    Decoder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Decoder_methods[] = {
+    {"try_decode", (PyCFunction)Decoder_try_decode, METH_VARARGS, "C-only decode: (value, end) or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "swarmlog.streams._speedups.Decoder",
+    .tp_basicsize = sizeof(DecoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Avro binary decoder driven by a compiled schema program, with a Python fallback.",
+    .tp_new = Decoder_new,
+    .tp_dealloc = (destructor)Decoder_dealloc,
+    .tp_traverse = (traverseproc)Decoder_traverse,
+    .tp_clear = (inquiry)Decoder_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(DecoderObject, vectorcall),
+    .tp_methods = Decoder_methods,
 };
 
 /* ------------------------------------------------------------------ chain_many */
@@ -1111,12 +1386,18 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     use_shani = have_shani;
     record_marker = PyUnicode_InternFromString("__record__");
     if (!record_marker) return NULL;
-    if (PyType_Ready(&EncoderType) < 0) return NULL;
+    if (PyType_Ready(&EncoderType) < 0 || PyType_Ready(&DecoderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&EncoderType);
     if (PyModule_AddObject(m, "Encoder", (PyObject *)&EncoderType) < 0) {
         Py_DECREF(&EncoderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&DecoderType);
+    if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
+        Py_DECREF(&DecoderType);
         Py_DECREF(m);
         return NULL;
     }

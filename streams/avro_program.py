@@ -1,4 +1,4 @@
-"""Compile an Avro schema into the compact "program" the C encoder (``_speedups.Encoder``) runs.
+"""Compile an Avro schema into the compact "program" the C codec (``_speedups.Encoder``/``Decoder``) runs.
 
 Why a program and not C code per schema: one generic C interpreter works for every schema,
 including ones loaded at run time, and needs no compiler after install. The program mirrors
@@ -10,7 +10,7 @@ paths give byte-identical output and the same errors (``tests/test_speedups.py``
 Node shapes (opcodes must match ``_speedups.c``):
 
 * ``(op,)`` for null, boolean, int, long, float, double, bytes, string;
-* ``(FIXED, size)``, ``(ENUM, {symbol: index varint})``, ``(ARRAY, item)``, ``(MAP, value)``;
+* ``(FIXED, size)``, ``(ENUM, {symbol: index varint}, symbols)``, ``(ARRAY, item)``, ``(MAP, value)``;
 * ``[RECORD, ((name, node, has_default, default), ...)]`` — a list, so recursive named
   types can refer to themselves;
 * ``(UNION, ((test, arg, index varint, node), ...))``.
@@ -86,7 +86,8 @@ class _ProgramCompiler:
         if kind == "fixed":
             return (OP_FIXED, schema["size"])
         if kind == "enum":
-            return (OP_ENUM, {sym: write_long(i) for i, sym in enumerate(schema["symbols"])})
+            symbols = tuple(schema["symbols"])
+            return (OP_ENUM, {sym: write_long(i) for i, sym in enumerate(symbols)}, symbols)
         record: list[Any] = [OP_RECORD, ()]
         self.records[name] = record  # before the fields: they may refer back to this record
         fields = []

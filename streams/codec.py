@@ -108,8 +108,9 @@ class SchemaEntry:
     encode_body: Encoder = field(repr=False)
     decode_body: Decoder = field(repr=False)
     attributes: dict[str, Any] = field(default_factory=dict)
-    # the generated pure-Python encoder; ``encode_body`` is the C one when the extension is in use
+    # the generated pure-Python codec; ``encode_body``/``decode_body`` are the C ones when the extension is in use
     py_encode_body: Encoder | None = field(default=None, repr=False)
+    py_decode_body: Decoder | None = field(default=None, repr=False)
 
     @property
     def event_type(self) -> str | None:
@@ -192,13 +193,13 @@ class SchemaStore:
         expanded = fastavro.parse_schema(copy.deepcopy(schema_json), named_schemas=before, expand=True)
         canonical = to_parsing_canonical_form(_define_once(expanded, set()))
         fp = fingerprint(canonical)
-        py_encode, decode = compile_schema(parsed, named)
-        encode = fast_encoder(parsed, named, py_encode)
+        py_encode, py_decode = compile_schema(parsed, named)
+        encode, decode = fast_codec(parsed, named, py_encode, py_decode)
         full_name = parsed["name"] if isinstance(parsed, dict) and "name" in parsed else canonical
         attributes = {k: v for k, v in schema_json.items() if k in ("event_type", "topic", "subject")} \
             if isinstance(schema_json, dict) else {}
         entry = SchemaEntry(full_name, version, source, schema_json, parsed, canonical, fp, encode, decode,
-                            attributes, py_encode)
+                            attributes, py_encode, py_decode)
         existing = self._by_fp.get(fp)
         if existing is None:
             self._by_fp[fp] = entry
@@ -293,13 +294,16 @@ class SchemaStore:
         return _bytes_defaults(reader.parsed, value, self._named)
 
 
-def fast_encoder(parsed: Any, named: dict[str, Any], py_encode: Encoder) -> Encoder:
-    """The C encoder of a schema (falling back to ``py_encode`` value by value), if built."""
+def fast_codec(parsed: Any, named: dict[str, Any], py_encode: Encoder,
+               py_decode: Decoder) -> tuple[Encoder, Decoder]:
+    """The C encoder and decoder of a schema (each deferring to the Python one value by value), if built."""
     native = speedups.native
     if native is None:
-        return py_encode
-    encoder: Encoder = native.Encoder(compile_program(parsed, named), py_encode)
-    return encoder
+        return py_encode, py_decode
+    program = compile_program(parsed, named)
+    encoder: Encoder = native.Encoder(program, py_encode)
+    decoder: Decoder = native.Decoder(program, py_decode)
+    return encoder, decoder
 
 
 def encode_body(entry: SchemaEntry, record: Any) -> bytes:

@@ -109,10 +109,58 @@ def test_c_encoder_is_byte_identical_for_every_shipped_schema(full_name: str, da
     assert entry.encode_body.encode_many([record, record]) == [c_only, c_only]  # type: ignore[attr-defined]
 
 
-def test_envelope_seal_and_statement_schemas_use_the_c_encoder() -> None:
+@pytest.mark.parametrize("full_name", CURRENT_NAMES)
+@EXAMPLES
+@given(data=st.data(), prefix=st.binary(max_size=3))
+def test_c_decoder_returns_what_python_returns_for_every_shipped_schema(full_name: str, data: st.DataObject,
+                                                                         prefix: bytes) -> None:
+    entry = default_store().current(full_name)
+    record, _ = data.draw(_entry_strategy(full_name))
+    buf = prefix + entry.encode_body(record)
+    c_only = entry.decode_body.try_decode(buf, len(prefix))  # type: ignore[attr-defined]
+    assert c_only is not None, "well-formed bodies must not need the Python fallback"
+    assert entry.py_decode_body is not None
+    assert repr(c_only) == repr(entry.py_decode_body(buf, len(prefix)))
+
+
+def _outcome(fn: Any, *args: Any) -> str:
+    try:
+        return repr(fn(*args))
+    except Exception as exc:
+        return type(exc).__name__ + ": " + str(exc)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=st.deferred(lambda: _SYNTH_STRATEGY), cut=st.integers(0, 400), flips=st.lists(
+    st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=3), tail=st.binary(max_size=4))
+def test_c_decoder_on_corrupt_input_matches_python_or_defers(record: dict[str, Any], cut: int,
+                                                             flips: list[tuple[int, int]], tail: bytes) -> None:
+    """Truncated, flipped, extended bodies: C decodes them exactly as Python does, or lets Python decide."""
+    assert _SYNTH.py_encode_body is not None and _SYNTH.py_decode_body is not None
+    buf = bytearray(_SYNTH.py_encode_body(record))
+    for position, byte in flips:
+        if buf:
+            buf[position % len(buf)] = byte
+    data = bytes(buf[:cut] if cut < len(buf) else buf) + tail
+    c_only = _SYNTH.decode_body.try_decode(data, 0)  # type: ignore[attr-defined]
+    python = _outcome(_SYNTH.py_decode_body, data, 0)
+    if c_only is not None:
+        assert repr(c_only) == python
+    assert _outcome(_SYNTH.decode_body, data, 0) == python
+
+
+@given(data=st.binary(max_size=200))
+def test_c_envelope_decoder_on_garbage_matches_python(data: bytes) -> None:
+    entry = default_store().current("swarmlog.core.Envelope")
+    assert entry.py_decode_body is not None
+    assert _outcome(entry.decode_body, data, 0) == _outcome(entry.py_decode_body, data, 0)
+
+
+def test_envelope_seal_and_statement_schemas_use_the_c_codec() -> None:
     store = default_store()
     for name in ("swarmlog.core.Envelope", "swarmlog.core.Seal", "swarmlog.core.SealStatement"):
         assert isinstance(store.current(name).encode_body, native.Encoder)  # type: ignore[union-attr]
+        assert isinstance(store.current(name).decode_body, native.Decoder)  # type: ignore[union-attr]
 
 
 _color = {"type": "enum", "name": "Color", "symbols": ["RED", "GREEN", "BLUE"]}
