@@ -79,6 +79,7 @@ static void sha256_blocks_shani(uint32_t st[8], const unsigned char *p, size_t b
     state1 = _mm_blend_epi16(state1, tmp, 0xF0);       /* CDGH */
     while (blocks--) {
         __m128i abef = state0, cdgh = state1, w[4];
+#pragma GCC unroll 16 /* constant indexes: w[] stays in registers (~20 % faster per block) */
         for (int i = 0; i < 16; i++) {
             __m128i x;
             if (i < 4) {
