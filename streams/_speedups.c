@@ -1126,16 +1126,21 @@ static PyObject *py_chain_many(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    Py_ssize_t fixed = PyBytes_GET_SIZE(header) + 16 + 32 + PyBytes_GET_SIZE(ts_bytes) + 1;
+    /* validate everything first: a bad input must not leave the lanes half-advanced */
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *body = PyList_GET_ITEM(bodies, i), *key = PyList_GET_ITEM(keys, i);
-        if (get_bytes(body, -1, "body") < 0 || get_bytes(key, -1, "key") < 0) goto done;
+        if (get_bytes(PyList_GET_ITEM(bodies, i), -1, "body") < 0 || get_bytes(PyList_GET_ITEM(keys, i), -1, "key") < 0)
+            goto done;
         Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
         if (p == -1 && PyErr_Occurred()) goto done;
         if (p < 0 || p >= np || PyList_GET_ITEM(prefixes, p) == Py_None) {
             PyErr_SetString(PyExc_ValueError, "chain_many: partition without lane state");
             goto done;
         }
+    }
+    Py_ssize_t fixed = PyBytes_GET_SIZE(header) + 16 + 32 + PyBytes_GET_SIZE(ts_bytes) + 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *body = PyList_GET_ITEM(bodies, i), *key = PyList_GET_ITEM(keys, i);
+        Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
         PyObject *prefix = PyList_GET_ITEM(prefixes, p);
         int64_t seq = seqs[p];
         unsigned char v_seq[10], v_key[10], v_body[10], id[16];

@@ -432,7 +432,8 @@ def test_pure_python_path_passes_the_codec_chain_and_verify_tests() -> None:
                            env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "False"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_codec.py",
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "tests.support.no_deadline",
+         "tests/test_codec.py",
          "tests/test_verify.py", "tests/test_schemas.py", "tests/test_merkle.py", "tests/test_produce_read.py"],
         cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -456,3 +457,14 @@ def test_produce_each_stops_at_a_full_queue_and_propagates_other_errors() -> Non
     assert sent == [("t", b"a", b"k1", 0), ("refused", b"full"), ("t", b"full", b"k2", 1), ("t", b"c", b"k3", 2)]
     with pytest.raises(RuntimeError, match="broker gone"):
         native.produce_each(produce, "t", [b"boom"], [b"k"], [0], 0)
+
+
+def test_chain_many_rejects_bad_input_before_touching_lane_state() -> None:
+    assert native is not None
+    open_lists: list[list[bytes] | None] = [[], None]
+    next_seqs, last_hashes = [5, 0], [b"\x01" * 32, b"\x00" * 32]
+    for bodies, parts in (([b"ok", "not bytes"], [0, 0]), ([b"ok", b"ok"], [0, 1])):
+        with pytest.raises((TypeError, ValueError)):
+            native.chain_many(b"h" * 10, b"\x02", MS, FIRST, SALT, bodies, [b"k", b"k"], parts,
+                              [b"prefix", None], next_seqs, last_hashes, open_lists)
+        assert open_lists == [[], None] and next_seqs == [5, 0] and last_hashes[0] == b"\x01" * 32
