@@ -48,7 +48,7 @@ def emit_json(document: Any) -> None:
 
 
 def _mount_subcommands() -> None:
-    from swarmlog.infra import cli_broker, cli_keys, cli_query, cli_worker
+    from swarmlog.infra import cli_audit, cli_broker, cli_keys, cli_query, cli_worker
 
     app.command("worker")(cli_worker.worker_command)
     app.add_typer(cli_query.agents_app, name="agents")
@@ -57,6 +57,7 @@ def _mount_subcommands() -> None:
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")
+    cli_audit.register(app)  # audit, archive, restore
 
 
 @app.callback()

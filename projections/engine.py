@@ -111,6 +111,17 @@ class Engine:
             outcome.extend(self.feed(record))
         return outcome
 
+    def decide(self, verdicts: Iterable[Verdict]) -> Outcome:
+        """Fold verdicts some other verifier already decided.
+
+        Why: an audit verifies each record once and hands the authenticated ones to several
+        engines (one per domain); re-verifying per engine would multiply the cost.
+        """
+        outcome = Outcome()
+        for verdict in verdicts:
+            self._decide(verdict, outcome)
+        return outcome
+
     def finish(self) -> Outcome:
         """End of a bounded input: what is still pending is reported (not dead-lettered)."""
         outcome = Outcome()
