@@ -474,10 +474,13 @@ def load_checkpoint_verifier() -> Callable[[dict[str, Any], Any], bool] | None:
 
 def run_audit(bootstrap: str, topics: Sequence[str], *, prefix: str = "", partitions: Sequence[int] | None = None,
               start_offset: int | None = None, end_offset: int | None = None, alg: HashAlgorithm = SHA256,
-              allow_pending: bool = False, progress: Callable[[int, int], None] | None = None) -> AuditReport:
+              allow_pending: bool = False, progress: Callable[[int, int], None] | None = None,
+              domains: Sequence[tuple[str, Sequence[str], Callable[[], list[Projection]]]] | None = None,
+              ) -> AuditReport:
     """Read the topics straight from Kafka (assigned partitions, no group) and audit them.
 
-    ``progress(done, total)`` is called as records arrive (total = records planned).
+    ``progress(done, total)`` is called as records arrive (total = records planned);
+    ``domains`` replaces the worker's domains (``default_audit_domains``).
     """
     from swarmlog.streams.reader import PartitionRange, plan_ranges, read_records
 
@@ -490,7 +493,7 @@ def run_audit(bootstrap: str, topics: Sequence[str], *, prefix: str = "", partit
     total = sum(max(0, (r.stop or r.start) - r.start) for r in ranges)
     from_start = start_offset is None or start_offset <= 0
     auditor = Auditor(topics, prefix=prefix, from_start=from_start, alg=alg, allow_pending=allow_pending,
-                      verify_checkpoint=load_checkpoint_verifier())
+                      verify_checkpoint=load_checkpoint_verifier(), domains=domains)
     done = 0
 
     def tick(n: int) -> None:
