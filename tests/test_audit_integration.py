@@ -266,3 +266,57 @@ def test_archive_then_restore_into_a_fresh_broker_audits_identically(
             return sorted(out, key=lambda m: (m[0], m[1]))
 
         assert raw(fresh.bootstrap) == raw(kafka_bootstrap)
+
+
+def test_live_tables_are_diffed_from_changelogs_and_rocksdb(kafka_bootstrap: str, unique_topics: Any,
+                                                            people: dict[str, Identity], tmp_path: Path) -> None:
+    """The worker's tables as the audit reads them: changelog topics (JSON key/value, last write
+    wins, tombstones delete) and RocksDB partition files in Faust's layout (raw mode)."""
+    from rocksdict import Options, Rdict
+
+    from swarmlog.infra.audit import live_from_changelogs, live_from_datadirs
+
+    prefix = unique_topics.new_prefix()
+    topics = [prefix + "trust", prefix + "agents"]
+    make_log(kafka_bootstrap, prefix, people)
+    report = run_audit(kafka_bootstrap, topics, prefix=prefix)
+    rebuilt = report.projections["registry"]
+    keys = sorted(rebuilt)
+    changelog = f"swarmlog-test-{prefix.strip('.')}-swarmlog-registry-changelog"
+    ensure_topics(kafka_bootstrap, {changelog: 2})
+    producer = raw_producer(kafka_bootstrap)
+    for i, key in enumerate(keys):
+        producer.produce(changelog, json.dumps(rebuilt[key]).encode(), json.dumps(key).encode(), i % 2)
+    producer.produce(changelog, b"42", b'"stale/key"', 0)
+    producer.produce(changelog, None, b'"stale/key"', 0)  # deleted again: not live
+    assert producer.flush(30) == 0
+    app_id = f"swarmlog-test-{prefix.strip('.')}"
+    live = live_from_changelogs(kafka_bootstrap, app_id, ["registry", "nothing-written"])
+    assert set(live) == {"registry"}
+    same = run_audit(kafka_bootstrap, topics, prefix=prefix)
+    same.add_projection_diff(live, "changelog")
+    assert same.ok and same.live_compared == {"registry": True}
+
+    # one live value changed after the fact
+    changed = keys[len(keys) // 2]
+    producer.produce(changelog, json.dumps({"tampered": True}).encode(), json.dumps(changed).encode(), 1)
+    assert producer.flush(30) == 0
+    live = live_from_changelogs(kafka_bootstrap, app_id, ["registry"])
+    diffed = run_audit(kafka_bootstrap, topics, prefix=prefix)
+    diffed.add_projection_diff(live, "changelog")
+    assert [(f.kind, f.topic, f.partition) for f in diffed.findings] == [("projection-mismatch", changelog, 1)]
+    assert repr(changed) in diffed.findings[0].reason and diffed.live_compared == {"registry": False}
+
+    # RocksDB: two workers' datadirs, each with some partition files of the table
+    for n, worker in enumerate(("w1", "w2")):
+        tables = tmp_path / worker / "swarmlog-test-data" / "v1" / "tables"
+        tables.mkdir(parents=True)
+        db = Rdict(str(tables / f"swarmlog-registry-{n}.db"), options=Options(raw_mode=True))
+        for i, key in enumerate(keys):
+            if i % 2 == n and key != keys[0]:
+                db[json.dumps(key).encode()] = json.dumps(rebuilt[key]).encode()
+        db.close()
+    rocks = live_from_datadirs([tmp_path / "w1", tmp_path / "w2"], ["registry"])
+    report.add_projection_diff(rocks, "datadir")
+    assert [(f.kind, f.topic) for f in report.findings] == [("projection-missing-live", "datadir:registry")]
+    assert repr(keys[0]) in report.findings[0].reason
