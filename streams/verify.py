@@ -40,7 +40,7 @@ from swarmlog.streams.envelope import (
     seal_signing_message,
 )
 from swarmlog.streams.identity import HybridSignature, InvalidDID, PublicIdentity, ed25519_public_from_did
-from swarmlog.streams.merkle import leaf_hash, root_from_leaf_hashes
+from swarmlog.streams.merkle import root_from_leaf_hashes
 
 
 class Status(StrEnum):
@@ -252,7 +252,10 @@ class Verifier:
             self._did_problems[event.producer] = did_problem
         if did_problem:
             return [Verdict(Status.UNKNOWN_KEY, record, event, f"producer is not a valid did:key: {did_problem}")]
-        lane = self._lanes.setdefault(event.stream_key, _LaneState())
+        stream_key = (event.stream_id, event.lane)
+        lane = self._lanes.get(stream_key)
+        if lane is None:  # not setdefault: a fresh _LaneState per event was a visible cost
+            lane = self._lanes[stream_key] = _LaneState()
         seq = event.seq
         if seq < 0:
             return [Verdict(Status.MALFORMED, record, event, "negative sequence number")]
@@ -276,7 +279,11 @@ class Verifier:
             if verdict is not None:
                 return [verdict]
         self._arrivals += 1
-        lane.pending.setdefault(seq, []).append(_Candidate(event, record, self._arrivals))
+        candidate = _Candidate(event, record, self._arrivals)
+        if candidates is None:
+            lane.pending[seq] = [candidate]
+        else:
+            candidates.append(candidate)
         return []
 
     def _check_inline(self, record: RawRecord, event: Event, lane: _LaneState, late: bool) -> Verdict | None:
@@ -336,13 +343,19 @@ class Verifier:
         if last < first or len(leaves) != last - first + 1:
             return [Verdict(Status.FORGED, record, None, "seal leaf count does not match its seq range",
                             kind="seal")]
-        if root_from_leaf_hashes([leaf_hash(h) for h in leaves]) != lane_root["root"]:
+        # RFC 9162 leaf hashes, SHA-256 (the statement's hash_alg was checked), inlined: one call per
+        # leaf. Leaves are Avro fixed(32) (Hash32), so the decoder already guarantees 32 bytes each.
+        sha256 = hashlib.sha256
+        if root_from_leaf_hashes([sha256(_LEAF + h).digest() for h in leaves]) != lane_root["root"]:
             return [Verdict(Status.FORGED, record, None, "seal leaves do not hash to the signed root",
                             kind="seal")]
         if statement["producer"] in self.keyring.revoked:
             return [Verdict(Status.REVOKED_KEY, record, None,
                             f"seal by revoked producer {statement['producer']}", kind="seal")]
-        lane = self._lanes.setdefault((statement["stream_id"], seal["lane"]), _LaneState())
+        stream_key = (statement["stream_id"], seal["lane"])
+        lane = self._lanes.get(stream_key)
+        if lane is None:
+            lane = self._lanes[stream_key] = _LaneState()
         return self._apply_seal(record, seal["lane"], lane, first, leaves)
 
     def _verify_statement(self, seal: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -447,3 +460,4 @@ class Verifier:
 
 
 _STATUS_VALUES = {status.value for status in Status}
+_LEAF = b"\x00"  # RFC 9162 leaf prefix
