@@ -267,6 +267,38 @@ def _worker(bootstrap: str, prefix: str, home: Path, embedded: bool) -> Iterator
         log_file.close()
 
 
+def wait_for_worker(bootstrap: str, prefix: str, timeout_s: float) -> bool:
+    """Wait until the worker's consumer group has committed the end of every topic it consumes.
+
+    Why: the run ends when the simulation has *produced* everything; stopping the worker
+    then would leave the last receipts unfolded and its tables behind the log (the
+    live-vs-replay comparison would fail for a reason that is not a bug). The worker acks
+    a record only once it is decided, so committed == end means everything was folded.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    from swarmlog.processors.app import default_domains
+
+    topics = sorted({prefix + t for topics, _ in default_domains().values() for t in topics})
+    group = "swarmlog" + ("-" + prefix.strip(".-_") if prefix else "")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            # partitions with nothing in them have no committed offset to wait for
+            ends = {(r.topic, r.partition): r.stop for r in plan_ranges(bootstrap, topics)
+                    if r.stop is not None and r.stop > r.start}
+            committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10) if ends else []
+            done = {(tp.topic, tp.partition): tp.offset for tp in committed}
+            if all(done.get(key, -1) >= end for key, end in ends.items()):
+                time.sleep(1.0)  # table changelog writes of the last batch
+                return True
+            time.sleep(0.5)
+        return False
+    finally:
+        consumer.close()
+
+
 def replay_summary(bootstrap: str, prefix: str) -> dict[str, Any]:
     """Replay and verify the run's topics through the same reducers; summarise."""
     from swarmlog.projections.consensus import ConsensusProjection
@@ -374,6 +406,8 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
             phases.append(("commands and consensus", time.monotonic() - t0))
             sim.close()
             responder.join(timeout=10)
+            # the last receipts were sealed just now: let the worker fold them before it stops
+            caught_up = worker.poll() is None and wait_for_worker(bootstrap, prefix, timeout_s=30)
             worker_alive = worker.poll() is None
         summary = replay_summary(bootstrap, prefix)
         phases.append(("replay and verify", time.monotonic() - t0))
@@ -384,7 +418,8 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
             "route_failed": stats.route_failed, "route_failures_by_reason": dict(stats.failures),
             "receipts": stats.receipts, "votes": stats.votes, "consensus": stats.decision,
             "seconds_to_first_route": stats.first_route_seconds, "seconds_to_decision": stats.decision_seconds,
-            "worker_survived": worker_alive, "phases_seconds": {k: round(v, 1) for k, v in phases},
+            "worker_survived": worker_alive, "worker_caught_up": caught_up,
+            "phases_seconds": {k: round(v, 1) for k, v in phases},
             "complete": stats.routed + stats.route_failed >= commands and stats.decision is not None,
         })
         worker_log = (home / "worker.log").read_text()
