@@ -418,7 +418,8 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
             "route_failed": stats.route_failed, "route_failures_by_reason": dict(stats.failures),
             "receipts": stats.receipts, "votes": stats.votes, "consensus": stats.decision,
             "seconds_to_first_route": stats.first_route_seconds, "seconds_to_decision": stats.decision_seconds,
-            "worker_survived": worker_alive, "phases_seconds": {k: round(v, 1) for k, v in phases},
+            "worker_survived": worker_alive, "worker_caught_up": worker_drained,
+            "phases_seconds": {k: round(v, 1) for k, v in phases},
             "complete": stats.routed + stats.route_failed >= commands and stats.decision is not None,
         })
         worker_log = (home / "worker.log").read_text()
@@ -427,7 +428,6 @@ def run_main_job(agents: int, commands: int, seed: int, timeout_s: float, progre
         keep.write_text(worker_log)
         summary["worker_log"] = str(keep)
         summary["self_healing"] = heal.summary()
-        summary["worker_drained"] = worker_drained
         if not summary["complete"]:
             summary["worker_log_tail"] = worker_log[-3000:]
         return summary

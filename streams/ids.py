@@ -114,8 +114,15 @@ def uuid7_str() -> str:
 
 
 def uuid_text(raw: bytes) -> str:
-    """Canonical text form of 16 raw id bytes."""
-    return str(uuid.UUID(bytes=bytes(raw)))
+    """Canonical text form of 16 raw id bytes (what ``str(uuid.UUID(bytes=raw))`` gives).
+
+    Formatted from the hex string: building a ``uuid.UUID`` per event was a visible share
+    of replay time (every folded event's context carries its id as text).
+    """
+    if len(raw) != 16:
+        raise ValueError("bytes is not a 16-char string")
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid_bytes(text: str) -> bytes:

@@ -277,7 +277,10 @@ class Verifier:
             self._did_problems[event.producer] = did_problem
         if did_problem:
             return [Verdict(Status.UNKNOWN_KEY, record, event, f"producer is not a valid did:key: {did_problem}")]
-        lane = self._lanes.setdefault(event.stream_key, _LaneState())
+        stream_key = (event.stream_id, event.lane)
+        lane = self._lanes.get(stream_key)
+        if lane is None:  # not setdefault: a fresh _LaneState per event was a visible cost
+            lane = self._lanes[stream_key] = _LaneState()
         seq = event.seq
         if seq < 0:
             return [Verdict(Status.MALFORMED, record, event, "negative sequence number")]
@@ -301,7 +304,11 @@ class Verifier:
             if verdict is not None:
                 return [verdict]
         self._arrivals += 1
-        lane.pending.setdefault(seq, []).append(_Candidate(event, record, self._arrivals))
+        candidate = _Candidate(event, record, self._arrivals)
+        if candidates is None:
+            lane.pending[seq] = [candidate]
+        else:
+            candidates.append(candidate)
         self._waiting.setdefault((record.topic, record.partition), deque()).append(
             (record.offset, event.stream_key, seq, self._arrivals))
         return []
@@ -369,7 +376,10 @@ class Verifier:
         if statement["producer"] in self.keyring.revoked:
             return [Verdict(Status.REVOKED_KEY, record, None,
                             f"seal by revoked producer {statement['producer']}", kind="seal")]
-        lane = self._lanes.setdefault((statement["stream_id"], seal["lane"]), _LaneState())
+        stream_key = (statement["stream_id"], seal["lane"])
+        lane = self._lanes.get(stream_key)
+        if lane is None:
+            lane = self._lanes[stream_key] = _LaneState()
         return self._apply_seal(record, seal["lane"], lane, first, leaves)
 
     def _verify_statement(self, seal: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:

@@ -22,6 +22,7 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["complete"] is True
+    assert summary["worker_caught_up"] is True  # the worker folded the whole log before it stopped
     assert summary["commands_sent"] == 60
     assert summary["routed"] + summary["route_failed"] == 60
     assert summary["receipts"] == summary["routed"]
