@@ -8,6 +8,7 @@ from typing import Any
 
 from swarmlog.infra.audit import lane_origin
 from swarmlog.streams.chain import ChainWriter, OutRecord
+from swarmlog.streams.checkpoint import sign_checkpoint
 from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.merkle import consistency_proof, root
@@ -74,26 +75,33 @@ class LogBuilder:
 def checkpoint_payload(topic: str, partition: int, leaves: Sequence[bytes], size: int,
                        previous: int = 0, signer: Identity | None = None,
                        proof_leaves: Sequence[bytes] | None = None) -> dict[str, Any]:
-    """A LedgerCheckpoint payload over ``leaves[:size]`` (event hashes), with the consistency
-    proof from ``previous`` computed over ``proof_leaves`` (default: the same leaves)."""
+    """A LedgerCheckpoint payload over ``leaves[:size]`` (event hashes): a real C2SP note signed
+    by ``signer`` (Ed25519 + ML-DSA-65 lines, hybrid signature), with the consistency proof from
+    ``previous`` computed over ``proof_leaves`` (default: the same leaves).
+
+    The note is signed as a first checkpoint and the previous size and proof are set afterwards:
+    ``sign_checkpoint`` refuses to sign a fork, and the tests need forks to audit. Neither field
+    is part of the signed note, so the signature still verifies.
+    """
     origin = lane_origin(topic, partition)
     head = root(list(leaves[:size]))
-    note = f"{origin}\n{size}\n{head.hex()}\n"
-    signature = (signer or Identity.generate("ledger")).sign(note.encode()).to_record()
+    payload = sign_checkpoint(signer or Identity.generate("ledger"), origin, size, head)
     basis = list(proof_leaves if proof_leaves is not None else leaves)
-    proof = consistency_proof(previous, size, basis[:size]) if 0 < previous < size else []
-    return {"origin": origin, "tree_size": size, "root_hash": head, "note": note, "signature": signature,
-            "previous_tree_size": previous, "consistency_proof": proof}
+    payload["previous_tree_size"] = previous
+    payload["consistency_proof"] = consistency_proof(previous, size, basis[:size]) if 0 < previous < size else []
+    return payload
 
 
 def lane_leaves(records: Sequence[RawRecord], topic: str) -> dict[int, list[bytes]]:
-    """Event hashes of a clean log's events per partition, in offset order (the ledger contract)."""
-    from swarmlog.streams.envelope import EnvelopeCodec
+    """Event hashes of a clean log's events per partition, in ledger order: the order the verifier
+    releases authenticated events (projections/ledger.py), once each."""
+    from swarmlog.projections.ledger import authenticated_events
+    from swarmlog.streams.verify import Verifier
 
-    codec = EnvelopeCodec()
-    out: dict[int, list[tuple[int, bytes]]] = {}
+    verifier = Verifier()
+    out: dict[int, list[bytes]] = {}
     for rec in records:
-        if rec.topic != topic or codec.is_seal(rec.value):
-            continue
-        out.setdefault(rec.partition, []).append((rec.offset, codec.decode(rec.value).hash))
-    return {p: [h for _, h in sorted(v)] for p, v in out.items()}
+        for record, event in authenticated_events(verifier.feed(rec)):
+            if record.topic == topic and event.hash not in out.setdefault(record.partition, []):
+                out[record.partition].append(event.hash)
+    return out

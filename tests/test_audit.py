@@ -70,14 +70,15 @@ def test_clean_log_has_no_findings_and_rebuilds_the_registry(alice: Identity, bo
     leaves = lane_leaves(log.records, "agents")
     lanes = {(lane.topic, lane.partition): lane for lane in report.lanes}
     for partition, hashes in leaves.items():
-        # leaves in offset order although the two producers' events were authenticated at different seals
+        # leaves in the worker ledger's order: as the verifier released them (the producers' seals)
         assert lanes[("agents", partition)].leaves == len(hashes)
         assert lanes[("agents", partition)].root == root(hashes).hex()
     agents = {k for k in report.projections["registry"] if k.startswith("agent/")}
     assert len(agents) == 10
     assert "registry" in report.projection_counts
-    # routing/consensus/sessions need topics this audit did not read: skipped silently (none read)
-    assert set(report.projections) == {"registry"}
+    # only domains whose every topic was read are rebuilt (agents, trust: their one topic was read);
+    # routing/consensus/sessions/... need topics this audit did not read: skipped silently
+    assert set(report.projections) == {"registry", "agents", "trust"}
 
 
 def test_partial_domain_is_skipped_with_a_reason(alice: Identity, bob: Identity) -> None:
