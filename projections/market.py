@@ -11,8 +11,11 @@ Determinism (docs/architecture.md). Every key is written by events of **one part
 key                                value                                               written by (subject)
 =================================  ==================================================  =========================
 ``listing/<listing_id>``           listing: terms, remaining quantity, rating, status   listing events (listing_id)
-``idx/<capability>/<partition>``   ``{listing_id: row}``: open listings of the           listing events of that
-                                   capability in one ``market`` partition (discovery)   partition only
+``mvd/<by>/<capability>/<p>``      discovery view of the capability's listable          listing events of that
+``mvc/<by>/<capability>/<p>/<n>``  listings in ``market`` partition p, sorted by        partition only
+                                   ranking ``by`` (value | sla): directory + chunks
+                                   (``sortedview.SortedView``)
+``lrow/<listing_id>``              the listing's row as it stands in the views          listing events (listing_id)
 ``caps/<partition>``               sorted capabilities listed in that partition         listing events
 ``bid/<listing_id>/<bid_id>``      a bid (sealed or open; revealed amount)              bids (listing_id)
 ``holding/<listing_id>/<buyer>``   units the buyer bought from the listing (quota)      purchases (listing_id)
@@ -52,15 +55,32 @@ durations. Breach when at least ``MIN_SLA_SAMPLES`` receipts were observed and u
 ``uptime_percent`` or p99 > ``max_latency_ms``. Receipts from another agent than the seller,
 after expiry or for a contract no longer ACTIVE are counted apart and never breach it.
 
-Discovery (spec §5.3) reads only ``idx/<capability>/<p>`` for p < ``MAX_PARTITIONS`` (point
-reads, no scan) and ranks rows: ``value`` = rating / unit cost, ``sla`` = uptime then
-latency, ``trust`` = the caller's ``trust(provider)`` in [0,1] (neutral 0.5 by default;
-the trust network plugs in here) then value. Ties break on the listing id.
+Discovery (spec §5.3). A listing is *listable* while OPEN, priced (not UNKNOWN) and not
+sold out; its row ``[provider, unit_cost, rating, review_count, uptime, max_latency_ms,
+remaining, expires_at_ms, kind]`` sits in two views per (capability, partition), kept
+sorted by the reducer: ``value`` by (-rating/unit cost, unit cost, listing id) and ``sla``
+by (-uptime, latency, listing id). ``find`` point-reads the view directories of
+p < ``MAX_PARTITIONS`` (no scan), merges the partitions' views lazily and stops after
+``limit`` rows that are not expired at ``now_ms`` — it reads O(partitions + limit +
+expired rows ranked above them) rows, not the capability's k rows. Value and sla
+rankings are **exact** (the same list a sort of every listable listing gives).
+
+``trust`` ranks by (-trust(provider), -value, unit cost, listing id), where ``trust`` is the
+caller's callable in [0,1] (neutral 0.5 by default; the trust network plugs in here). It
+is not known at fold time, so no view can be sorted by it: ``find`` ranks exactly a
+bounded **candidate set** — the ``candidates`` (default ``TRUST_CANDIDATES``, at least
+``limit``) best live listings by value plus as many by sla. Guarantee: the answer is the
+exact trust ranking of that set; it equals the exact ranking over every listing when the
+capability has at most that many live listings, and when trust is the same for every
+provider (then it is the value ranking); otherwise a listing outside both shortlists is
+never returned, however trusted its provider.
+``candidates=None`` ranks every listing (exact, O(k)).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -68,9 +88,12 @@ from typing import Any, ClassVar
 
 from swarmlog.projections.auction import auction_outcome, commitment_of
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.sortedview import SortedView
 
 LISTING = "listing/"
-IDX = "idx/"
+MVD = "mvd/"
+MVC = "mvc/"
+LROW = "lrow/"
 CAPS = "caps/"
 BID = "bid/"
 HOLDING = "holding/"
@@ -80,7 +103,8 @@ STATS = "stats/"
 RCPT = "rcpt/"
 CLOCK = "clock/"
 
-MAX_PARTITIONS = 256  # discovery probes idx/<cap>/<p> for p below this
+MAX_PARTITIONS = 256  # discovery probes mvd/<by>/<cap>/<p> for p below this
+TRUST_CANDIDATES = 200  # trust ranking: how many of the best by value (and by sla) it re-ranks
 HOURS_PER_MONTH = 720.0  # the spec: subscription hourly rate = monthly_fee / (30 × 24)
 MIN_SLA_SAMPLES = 5
 LATENCY_WINDOW = 200
@@ -122,10 +146,6 @@ def partition_of(lane: str) -> int:
 
 def listing_key(listing_id: str) -> str:
     return LISTING + listing_id
-
-
-def idx_key(capability: str, partition: int) -> str:
-    return f"{IDX}{capability}/{partition}"
 
 
 def contract_key(contract_id: str) -> str:
@@ -262,12 +282,10 @@ def get_contract(store: StateStore, contract_id: str, now_ms: int | None = None)
     return out
 
 
-def index_rows(store: StateStore, capability: str) -> Iterator[tuple[str, list[Any]]]:
-    """(listing_id, row) of the open listings of ``capability`` — point reads of its partitions' index keys."""
-    for partition in range(MAX_PARTITIONS):
-        rows = store.get(idx_key(capability, partition))
-        if rows:
-            yield from rows.items()
+def view_of(by: str, capability: str, partition: int) -> SortedView:
+    """The discovery view of ``capability`` in one partition, sorted by ranking ``by`` (value | sla)."""
+    base = f"{by}/{capability}/{partition}"
+    return SortedView(MVD + base, f"{MVC}{base}/")
 
 
 def value_of(row: list[Any]) -> float:
@@ -277,18 +295,78 @@ def value_of(row: list[Any]) -> float:
     return rating / cost if cost and cost > 0 else (math.inf if rating > 0 else 0.0)
 
 
+def value_key(listing_id: str, row: list[Any]) -> list[Any]:
+    """Sort key of the value view: value descending, then cost, then listing id.
+
+    JSON has no infinity, so a free rated listing (value +inf) gets a leading 0 and every
+    finite value a leading 1: the same order as ``(-value, cost, listing_id)``.
+    """
+    value = value_of(row)
+    if math.isinf(value):
+        return [0, 0.0, row[R_COST], listing_id]
+    return [1, -value, row[R_COST], listing_id]
+
+
+def sla_key(listing_id: str, row: list[Any]) -> list[Any]:
+    """Sort key of the sla view: uptime descending, then max latency, then listing id."""
+    return [-row[R_UPTIME], row[R_LATENCY], listing_id]
+
+
+VIEW_KEYS: dict[str, Callable[[str, list[Any]], list[Any]]] = {"value": value_key, "sla": sla_key}
+
+
+def _live(row: list[Any], now_ms: int | None) -> bool:
+    return bool(row[R_REMAINING] != 0 and (now_ms is None or row[R_EXPIRES] is None or now_ms < row[R_EXPIRES]))
+
+
+def ranked_rows(store: StateStore, capability: str, by: str,
+                now_ms: int | None = None) -> Iterator[tuple[str, list[Any]]]:
+    """(listing_id, row) of the live listings of ``capability`` in ``by`` order (value | sla), lazily.
+
+    A k-way merge of the partitions' views: it reads each non-empty partition's directory
+    and then one chunk at a time, so taking the first n rows reads O(partitions + n) rows.
+    """
+    views = []
+    for partition in range(MAX_PARTITIONS):
+        view = view_of(by, capability, partition)
+        directory = view.directory(store)
+        if directory:
+            views.append(view.entries(store, directory))
+    merged = views[0] if len(views) == 1 else heapq.merge(*views, key=lambda entry: entry[0])
+    for key, row in merged:
+        if _live(row, now_ms):
+            yield key[-1], row
+
+
+def index_rows(store: StateStore, capability: str) -> Iterator[tuple[str, list[Any]]]:
+    """(listing_id, row) of every listable listing of ``capability`` (value order; expiry not applied)."""
+    yield from ranked_rows(store, capability, "value")
+
+
+def listing_count(store: StateStore, capability: str) -> int:
+    """How many listable listings ``capability`` has (from the view directories' chunk sizes)."""
+    return sum(view_of("value", capability, p).size(store) for p in range(MAX_PARTITIONS))
+
+
 def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int | None = None,
-         trust: Callable[[str], float] | None = None, limit: int = 10) -> list[dict[str, Any]]:
+         trust: Callable[[str], float] | None = None, limit: int = 10,
+         candidates: int | None = TRUST_CANDIDATES) -> list[dict[str, Any]]:
     """Discovery + ranking: the best ``limit`` open listings of ``capability`` under ``by``.
 
-    Skips listings expired at ``now_ms`` and sold-out ones. ``trust(provider)`` (for
-    ``by="trust"``) must return a score in [0,1]; the default is neutral 0.5 for everyone.
+    Skips listings expired at ``now_ms`` and sold-out ones. Value and sla: exact, reading
+    O(partitions + limit) rows from the sorted views. ``by="trust"``: ``trust(provider)``
+    must return a score in [0,1] (default neutral 0.5 for everyone); the exact trust
+    ranking of the ``candidates`` best listings by value plus as many by sla (module doc
+    states the guarantee); ``candidates=None`` ranks every listing.
     """
     if by not in RANKINGS:
         raise ValueError(f"ranking must be one of {RANKINGS}, got {by!r}")
+    if limit <= 0:
+        return []
+    if by != "trust":
+        best = list(itertools.islice(ranked_rows(store, capability, by, now_ms), limit))
+        return [_found(capability, lid, row) for lid, row in best]
     score_of: Callable[[str], float] = trust or (lambda _provider: NEUTRAL_TRUST)
-    live = [(lid, row) for lid, row in index_rows(store, capability)
-            if row[R_REMAINING] != 0 and (now_ms is None or row[R_EXPIRES] is None or now_ms < row[R_EXPIRES])]
     trust_cache: dict[str, float] = {}
 
     def trusted(provider: str) -> float:
@@ -297,25 +375,22 @@ def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int |
             trust_cache[provider] = min(1.0, max(0.0, t)) if math.isfinite(t) else 0.0
         return trust_cache[provider]
 
-    key: Callable[[tuple[str, list[Any]]], tuple[Any, ...]]
-    if by == "value":
-        key = lambda item: (-value_of(item[1]), item[1][R_COST] if item[1][R_COST] is not None else math.inf,  # noqa: E731
-                            item[0])
-    elif by == "sla":
-        key = lambda item: (-item[1][R_UPTIME], item[1][R_LATENCY], item[0])  # noqa: E731
-    else:
-        key = lambda item: (-trusted(item[1][R_PROVIDER]), -value_of(item[1]), item[0])  # noqa: E731
-    best = heapq.nsmallest(limit, live, key=key)
-    out = []
-    for lid, row in best:
-        entry = {"listing_id": lid, "provider": row[R_PROVIDER], "capability": capability,
-                 "unit_cost": row[R_COST], "rating": row[R_RATING], "review_count": row[R_REVIEWS],
-                 "uptime_percent": row[R_UPTIME], "max_latency_ms": row[R_LATENCY],
-                 "remaining": row[R_REMAINING], "kind": row[R_KIND], "value": value_of(row)}
-        if by == "trust":
-            entry["trust"] = trusted(row[R_PROVIDER])
-        out.append(entry)
-    return out
+    pool: dict[str, list[Any]] = {}
+    for ranking in VIEW_KEYS:
+        rows = ranked_rows(store, capability, ranking, now_ms)
+        pool.update(rows if candidates is None else itertools.islice(rows, max(candidates, limit)))
+        if candidates is None:
+            break  # one full view already holds every listing
+    best = heapq.nsmallest(limit, pool.items(), key=lambda item: (
+        -trusted(item[1][R_PROVIDER]), -value_of(item[1]), item[1][R_COST], item[0]))
+    return [{**_found(capability, lid, row), "trust": trusted(row[R_PROVIDER])} for lid, row in best]
+
+
+def _found(capability: str, listing_id: str, row: list[Any]) -> dict[str, Any]:
+    return {"listing_id": listing_id, "provider": row[R_PROVIDER], "capability": capability,
+            "unit_cost": row[R_COST], "rating": row[R_RATING], "review_count": row[R_REVIEWS],
+            "uptime_percent": row[R_UPTIME], "max_latency_ms": row[R_LATENCY],
+            "remaining": row[R_REMAINING], "kind": row[R_KIND], "value": value_of(row)}
 
 
 def analytics(store: StateStore, capability: str | None = None) -> dict[str, Any]:
@@ -423,18 +498,31 @@ class MarketProjection(Projection):
                 listing["expires_at_ms"], listing["pricing"]["kind"]]
 
     def _index(self, own: StateStore, listing: Mapping[str, Any], listing_id: str) -> None:
-        """Put the listing's row into (or take it out of) its capability's index in its partition."""
-        key = idx_key(listing["capability"], listing["partition"])
-        rows = dict(own.get(key) or {})
-        listed = listing["status"] == OPEN and listing["pricing"]["kind"] != "UNKNOWN"
-        if listed:
-            rows[listing_id] = self._row(listing)
+        """Move the listing's row in its capability's views (partition of the listing) to match the listing.
+
+        Only the views of the listing's own partition are written, so each view key has one
+        writer lane. A change that keeps a sort key (a purchase, an sla-neutral rating)
+        rewrites the row in place; one that changes it removes the old entry first.
+        """
+        old: list[Any] | None = own.get(LROW + listing_id)
+        listed = (listing["status"] == OPEN and listing["pricing"]["kind"] != "UNKNOWN"
+                  and listing["remaining"] != 0 and unit_cost(listing["pricing"]) is not None)
+        new = self._row(listing) if listed else None
+        if old == new:
+            return
+        for by, key_of in VIEW_KEYS.items():
+            view = view_of(by, listing["capability"], listing["partition"])
+            new_key = None if new is None else key_of(listing_id, new)
+            if old is not None:
+                old_key = key_of(listing_id, old)
+                if old_key != new_key:
+                    view.remove(own, old_key)
+            if new is not None and new_key is not None:
+                view.upsert(own, new_key, new)
+        if new is None:
+            own.delete(LROW + listing_id)
         else:
-            rows.pop(listing_id, None)
-        if rows:
-            own.put(key, rows)
-        else:
-            own.delete(key)
+            own.put(LROW + listing_id, new)
 
     def _created(self, own: StateStore, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
         listing_id = _text(p["listing_id"], "listing_id")
