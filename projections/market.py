@@ -15,7 +15,6 @@ key                                value                                        
 ``mvc/<by>/<capability>/<p>/<n>``  listings in ``market`` partition p, sorted by        partition only
                                    ranking ``by`` (value | sla): directory + chunks
                                    (``sortedview.SortedView``)
-``lrow/<listing_id>``              the listing's row as it stands in the views          listing events (listing_id)
 ``caps/<partition>``               sorted capabilities listed in that partition         listing events
 ``bid/<listing_id>/<bid_id>``      a bid (sealed or open; revealed amount)              bids (listing_id)
 ``holding/<listing_id>/<buyer>``   units the buyer bought from the listing (quota)      purchases (listing_id)
@@ -57,13 +56,17 @@ after expiry or for a contract no longer ACTIVE are counted apart and never brea
 
 Discovery (spec §5.3). A listing is *listable* while OPEN, priced (not UNKNOWN) and not
 sold out; its row ``[provider, unit_cost, rating, review_count, uptime, max_latency_ms,
-remaining, expires_at_ms, kind]`` sits in two views per (capability, partition), kept
+expires_at_ms, kind]`` sits in two views per (capability, partition), kept
 sorted by the reducer: ``value`` by (-rating/unit cost, unit cost, listing id) and ``sla``
 by (-uptime, latency, listing id). ``find`` point-reads the view directories of
-p < ``MAX_PARTITIONS`` (no scan), merges the partitions' views lazily and stops after
-``limit`` rows that are not expired at ``now_ms`` — it reads O(partitions + limit +
-expired rows ranked above them) rows, not the capability's k rows. Value and sla
-rankings are **exact** (the same list a sort of every listable listing gives).
+p < ``MAX_PARTITIONS`` (no scan), takes the first ``limit`` rows not expired at ``now_ms``
+from each partition's view and sorts their union (``top_rows``) — it reads
+O(partitions × (limit + expired rows ranked above them)) rows, not the capability's k
+rows. Value and sla rankings are **exact** (the same list a sort of every listable
+listing gives). Writes pay for it: a change of the row moves it in two views, i.e. a copy
+of one chunk (≤ ``sortedview.CHUNK_MAX`` rows) per view instead of the copy of the whole
+per-partition row set a single index key cost; the row holds no remaining quantity, so a
+purchase writes the views only when it sells the listing out.
 
 ``trust`` ranks by (-trust(provider), -value, unit cost, listing id), where ``trust`` is the
 caller's callable in [0,1] (neutral 0.5 by default; the trust network plugs in here). It
@@ -79,8 +82,8 @@ never returned, however trusted its provider.
 
 from __future__ import annotations
 
+import functools
 import heapq
-import itertools
 import math
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -93,7 +96,6 @@ from swarmlog.projections.sortedview import SortedView
 LISTING = "listing/"
 MVD = "mvd/"
 MVC = "mvc/"
-LROW = "lrow/"
 CAPS = "caps/"
 BID = "bid/"
 HOLDING = "holding/"
@@ -131,8 +133,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 PURCHASABLE = frozenset({"FIXED", "PER_UNIT", "SUBSCRIPTION"})
 RANKINGS = ("value", "sla", "trust")
 
-# index row: [provider, unit_cost, rating, review_count, uptime, max_latency_ms, remaining, expires_at_ms, kind]
-R_PROVIDER, R_COST, R_RATING, R_REVIEWS, R_UPTIME, R_LATENCY, R_REMAINING, R_EXPIRES, R_KIND = range(9)
+# view row: [provider, unit_cost, rating, review_count, uptime, max_latency_ms, expires_at_ms, kind]; no remaining
+# quantity, so a purchase that does not sell the listing out leaves the views alone (find reads it from the listing)
+R_PROVIDER, R_COST, R_RATING, R_REVIEWS, R_UPTIME, R_LATENCY, R_EXPIRES, R_KIND = range(8)
 
 
 # ---------------------------------------------------------------------------- keys
@@ -282,8 +285,12 @@ def get_contract(store: StateStore, contract_id: str, now_ms: int | None = None)
     return out
 
 
+@functools.lru_cache(maxsize=8192)
 def view_of(by: str, capability: str, partition: int) -> SortedView:
-    """The discovery view of ``capability`` in one partition, sorted by ranking ``by`` (value | sla)."""
+    """The discovery view of ``capability`` in one partition, sorted by ranking ``by`` (value | sla).
+
+    Cached: views are immutable names, and building them is a visible share of a listing fold.
+    """
     base = f"{by}/{capability}/{partition}"
     return SortedView(MVD + base, f"{MVC}{base}/")
 
@@ -316,15 +323,45 @@ VIEW_KEYS: dict[str, Callable[[str, list[Any]], list[Any]]] = {"value": value_ke
 
 
 def _live(row: list[Any], now_ms: int | None) -> bool:
-    return bool(row[R_REMAINING] != 0 and (now_ms is None or row[R_EXPIRES] is None or now_ms < row[R_EXPIRES]))
+    return now_ms is None or row[R_EXPIRES] is None or now_ms < row[R_EXPIRES]
 
 
-def ranked_rows(store: StateStore, capability: str, by: str,
-                now_ms: int | None = None) -> Iterator[tuple[str, list[Any]]]:
-    """(listing_id, row) of the live listings of ``capability`` in ``by`` order (value | sla), lazily.
+def top_rows(store: StateStore, capability: str, by: str, n: int,
+             now_ms: int | None = None) -> list[tuple[str, list[Any]]]:
+    """(listing_id, row) of the ``n`` best live listings of ``capability`` in ``by`` order (value | sla); exact.
 
-    A k-way merge of the partitions' views: it reads each non-empty partition's directory
-    and then one chunk at a time, so taking the first n rows reads O(partitions + n) rows.
+    The global best n are among the best n of each partition's view: take those (reading
+    each partition's directory, then chunks until n live rows), sort the union (entries
+    compare by their sort keys, in C) and cut. Reads O(partitions × (n + expired rows
+    ranked above them)) rows, whatever the capability's size.
+    """
+    if n <= 0:
+        return []
+    get = store.get
+    dir_prefix = f"{MVD}{by}/{capability}/"
+    pool: list[list[Any]] = []
+    for partition in range(MAX_PARTITIONS):
+        directory = get(dir_prefix + str(partition))
+        if not directory:
+            continue
+        chunk_prefix = f"{MVC}{by}/{capability}/{partition}/"
+        want = n
+        for chunk_id in directory["ids"]:
+            chunk = get(chunk_prefix + str(chunk_id)) or []
+            if now_ms is not None:
+                chunk = [entry for entry in chunk if _live(entry[-1], now_ms)]
+            pool.extend(chunk[:want])
+            want -= min(want, len(chunk))
+            if not want:
+                break
+    pool.sort()
+    return [(entry[-2], entry[-1]) for entry in pool[:n]]
+
+
+def index_rows(store: StateStore, capability: str, by: str = "value") -> Iterator[tuple[str, list[Any]]]:
+    """(listing_id, row) of every listable listing of ``capability`` in ``by`` order, lazily (expiry not applied).
+
+    A k-way merge of the partitions' views, one chunk at a time.
     """
     views = []
     for partition in range(MAX_PARTITIONS):
@@ -332,19 +369,12 @@ def ranked_rows(store: StateStore, capability: str, by: str,
         directory = view.directory(store)
         if directory:
             views.append(view.entries(store, directory))
-    merged = views[0] if len(views) == 1 else heapq.merge(*views, key=lambda entry: entry[0])
-    for key, row in merged:
-        if _live(row, now_ms):
-            yield key[-1], row
-
-
-def index_rows(store: StateStore, capability: str) -> Iterator[tuple[str, list[Any]]]:
-    """(listing_id, row) of every listable listing of ``capability`` (value order; expiry not applied)."""
-    yield from ranked_rows(store, capability, "value")
+    for entry in heapq.merge(*views):
+        yield entry[-2], entry[-1]
 
 
 def listing_count(store: StateStore, capability: str) -> int:
-    """How many listable listings ``capability`` has (from the view directories' chunk sizes)."""
+    """How many listable listings ``capability`` has (reads every chunk of its value views: reports only)."""
     return sum(view_of("value", capability, p).size(store) for p in range(MAX_PARTITIONS))
 
 
@@ -364,8 +394,7 @@ def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int |
     if limit <= 0:
         return []
     if by != "trust":
-        best = list(itertools.islice(ranked_rows(store, capability, by, now_ms), limit))
-        return [_found(capability, lid, row) for lid, row in best]
+        return [_found(store, capability, lid, row) for lid, row in top_rows(store, capability, by, limit, now_ms)]
     score_of: Callable[[str], float] = trust or (lambda _provider: NEUTRAL_TRUST)
     trust_cache: dict[str, float] = {}
 
@@ -376,21 +405,22 @@ def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int |
         return trust_cache[provider]
 
     pool: dict[str, list[Any]] = {}
-    for ranking in VIEW_KEYS:
-        rows = ranked_rows(store, capability, ranking, now_ms)
-        pool.update(rows if candidates is None else itertools.islice(rows, max(candidates, limit)))
-        if candidates is None:
-            break  # one full view already holds every listing
+    if candidates is None:
+        pool.update((lid, row) for lid, row in index_rows(store, capability) if _live(row, now_ms))
+    else:
+        for ranking in VIEW_KEYS:
+            pool.update(top_rows(store, capability, ranking, max(candidates, limit), now_ms))
     best = heapq.nsmallest(limit, pool.items(), key=lambda item: (
         -trusted(item[1][R_PROVIDER]), -value_of(item[1]), item[1][R_COST], item[0]))
-    return [{**_found(capability, lid, row), "trust": trusted(row[R_PROVIDER])} for lid, row in best]
+    return [{**_found(store, capability, lid, row), "trust": trusted(row[R_PROVIDER])} for lid, row in best]
 
 
-def _found(capability: str, listing_id: str, row: list[Any]) -> dict[str, Any]:
+def _found(store: StateStore, capability: str, listing_id: str, row: list[Any]) -> dict[str, Any]:
+    listing = store.get(listing_key(listing_id)) or {}  # one point read per answer, for the remaining quantity
     return {"listing_id": listing_id, "provider": row[R_PROVIDER], "capability": capability,
             "unit_cost": row[R_COST], "rating": row[R_RATING], "review_count": row[R_REVIEWS],
             "uptime_percent": row[R_UPTIME], "max_latency_ms": row[R_LATENCY],
-            "remaining": row[R_REMAINING], "kind": row[R_KIND], "value": value_of(row)}
+            "remaining": listing.get("remaining"), "kind": row[R_KIND], "value": value_of(row)}
 
 
 def analytics(store: StateStore, capability: str | None = None) -> dict[str, Any]:
@@ -494,20 +524,30 @@ class MarketProjection(Projection):
     def _row(listing: Mapping[str, Any]) -> list[Any]:
         sla = listing["sla"]
         return [listing["provider"], unit_cost(listing["pricing"]), listing["rating"], listing["review_count"],
-                float(sla["uptime_percent"]), int(sla["max_latency_ms"]), listing["remaining"],
-                listing["expires_at_ms"], listing["pricing"]["kind"]]
+                float(sla["uptime_percent"]), int(sla["max_latency_ms"]), listing["expires_at_ms"],
+                listing["pricing"]["kind"]]
 
-    def _index(self, own: StateStore, listing: Mapping[str, Any], listing_id: str) -> None:
-        """Move the listing's row in its capability's views (partition of the listing) to match the listing.
+    @classmethod
+    def _indexed_row(cls, listing: Mapping[str, Any] | None) -> list[Any] | None:
+        """The listing's row in the discovery views, or None if it is not listable (module doc)."""
+        if (listing is None or listing["status"] != OPEN or listing["remaining"] == 0
+                or listing["pricing"]["kind"] == "UNKNOWN" or unit_cost(listing["pricing"]) is None):
+            return None
+        return cls._row(listing)
 
-        Only the views of the listing's own partition are written, so each view key has one
-        writer lane. A change that keeps a sort key (a purchase, an sla-neutral rating)
-        rewrites the row in place; one that changes it removes the old entry first.
+    def _put_listing(self, own: StateStore, listing: Mapping[str, Any], new_listing: bool = False) -> None:
+        """Write the listing and move its row in its capability's views (the listing's partition only).
+
+        Each view key therefore has one writer lane. The previous row comes from the
+        listing as stored before this write, so no extra key is needed. A change that keeps
+        a sort key (a purchase, a rating for the sla view) rewrites the row in place; one
+        that changes it removes the old entry first.
         """
-        old: list[Any] | None = own.get(LROW + listing_id)
-        listed = (listing["status"] == OPEN and listing["pricing"]["kind"] != "UNKNOWN"
-                  and listing["remaining"] != 0 and unit_cost(listing["pricing"]) is not None)
-        new = self._row(listing) if listed else None
+        listing_id = listing["listing_id"]
+        key = listing_key(listing_id)
+        old = None if new_listing else self._indexed_row(own.get(key))
+        own.put(key, listing)
+        new = self._indexed_row(listing)
         if old == new:
             return
         for by, key_of in VIEW_KEYS.items():
@@ -519,10 +559,6 @@ class MarketProjection(Projection):
                     view.remove(own, old_key)
             if new is not None and new_key is not None:
                 view.upsert(own, new_key, new)
-        if new is None:
-            own.delete(LROW + listing_id)
-        else:
-            own.put(LROW + listing_id, new)
 
     def _created(self, own: StateStore, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
         listing_id = _text(p["listing_id"], "listing_id")
@@ -546,8 +582,7 @@ class MarketProjection(Projection):
             "rating_sum": 0.0, "created_ms": ctx.timestamp_ms, "updated_ms": ctx.timestamp_ms,
             "partition": partition, "bids": [], "auction": None,
         }
-        own.put(listing_key(listing_id), listing)
-        self._index(own, listing, listing_id)
+        self._put_listing(own, listing, new_listing=True)
         caps_key = f"{CAPS}{partition}"
         caps = own.get(caps_key) or []
         if capability not in caps:
@@ -581,8 +616,7 @@ class MarketProjection(Projection):
                         "remaining": quantity, "initial_quantity": None if quantity is None else
                         quantity + listing["sold"], "expires_at_ms": p.get("expires_at_ms"),
                         "updated_ms": ctx.timestamp_ms})
-        own.put(listing_key(listing["listing_id"]), listing)
-        self._index(own, listing, listing["listing_id"])
+        self._put_listing(own, listing)
         return []
 
     def _withdrawn(self, own: StateStore, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
@@ -591,8 +625,7 @@ class MarketProjection(Projection):
         if listing["status"] != OPEN:
             raise InvalidEvent("listing-closed", f"{listing['listing_id']} is {listing['status']}")
         listing.update({"status": WITHDRAWN, "updated_ms": ctx.timestamp_ms, "withdraw_reason": p.get("reason", "")})
-        own.put(listing_key(listing["listing_id"]), listing)
-        self._index(own, listing, listing["listing_id"])
+        self._put_listing(own, listing)
         return []
 
     # -- purchases (fair quota) -------------------------------------------------------------------
@@ -628,9 +661,8 @@ class MarketProjection(Projection):
         if listing["remaining"] is not None:
             listing["remaining"] -= quantity
         listing["updated_ms"] = ctx.timestamp_ms
-        own.put(listing_key(lid), listing)
+        self._put_listing(own, listing)
         own.put(holding_key, held + quantity)
-        self._index(own, listing, lid)
         return [Derived("market.contract_created", {
             "contract_id": contract_id, "buyer": buyer, "seller": listing["provider"], "listing_id": lid,
             "capability": listing["capability"], "quantity": quantity, "total_cost": cost,
@@ -734,8 +766,7 @@ class MarketProjection(Projection):
         if claimed != outcome:
             raise InvalidEvent("auction-mismatch", f"claimed {claimed}, the folded bids give {outcome}")
         listing.update({"status": CLOSED, "auction": outcome, "updated_ms": ctx.timestamp_ms})
-        own.put(listing_key(lid), listing)
-        self._index(own, listing, lid)
+        self._put_listing(own, listing)
         if outcome["winner"] is None:
             return []
         bid = own.get(f"{BID}{lid}/{outcome['winning_bid_id']}")
@@ -769,8 +800,7 @@ class MarketProjection(Projection):
         listing["updated_ms"] = ctx.timestamp_ms
         own.put(key, {"stars": stars, "review": p.get("review", ""), "contract_id": p.get("contract_id"),
                       "rated_ms": ctx.timestamp_ms})
-        own.put(listing_key(lid), listing)
-        self._index(own, listing, lid)
+        self._put_listing(own, listing)
         return []
 
     # -- contracts ------------------------------------------------------------------------------

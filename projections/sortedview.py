@@ -9,14 +9,17 @@ grid; a directory of bounds does not care how the scores are distributed).
 
 Layout of a view named by ``(dir_key, chunk_prefix)``:
 
-* ``dir_key`` -> ``{"firsts": [sort key, ...], "ids": [chunk id, ...], "sizes": [n, ...],
-  "next": next chunk id}``: chunks in order; every key in chunk ``i`` is ``>= firsts[i]``
-  and ``< firsts[i + 1]``.
-* ``chunk_prefix + str(id)`` -> ``[[sort key, payload], ...]`` sorted by sort key.
+* ``dir_key`` -> ``{"firsts": [sort key, ...], "ids": [chunk id, ...], "next": next chunk
+  id}``: chunks in order; every key in chunk ``i`` is ``>= firsts[i]`` and ``< firsts[i + 1]``.
+  It is rewritten only when a chunk splits, merges, empties or gets a new first key.
+* ``chunk_prefix + str(id)`` -> ``[[*sort key, payload], ...]`` sorted: an entry is its sort
+  key with the payload appended, so entries compare (and ``bisect`` / ``sort`` them) in C
+  by their keys — a key is a prefix of its own entry, hence sorts just before it.
 
 Sort keys are JSON lists (so they compare the same after a store round-trip) and must be
-unique within a view (end them with an id). Stored values are never mutated in place:
-every change writes new lists, as ``MemoryStore`` hands out references.
+unique within a view (end them with an id), so two entries never compare payloads.
+Stored values are never mutated in place: every change writes new lists, as
+``MemoryStore`` hands out references.
 
 Determinism: the layout (where chunks split and merge, chunk ids) is a function of the
 sequence of operations applied to the view, so a view fed from one lane is identical in
@@ -32,14 +35,10 @@ from typing import Any
 
 from swarmlog.projections.base import StateStore
 
-CHUNK_MAX = 128  # a chunk above this splits in two halves
-CHUNK_MIN = 16  # a chunk below this after a removal merges with its successor when both fit in CHUNK_MAX
+CHUNK_MAX = 64  # a chunk above this splits in two halves
+CHUNK_MIN = 8  # a chunk below this after a removal merges with its successor when both fit in CHUNK_MAX
 
-Entry = list[Any]  # [sort key (list), payload]
-
-
-def _sort_key(entry: Entry) -> list[Any]:
-    return entry[0]  # type: ignore[no-any-return]
+Entry = list[Any]  # [*sort key, payload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +56,9 @@ class SortedView:
         return value if isinstance(value, dict) else None
 
     def size(self, store: StateStore) -> int:
+        """Number of entries (reads every chunk: for reports, not for hot paths)."""
         d = self.directory(store)
-        return sum(d["sizes"]) if d else 0
+        return sum(len(store.get(self._chunk_key(c)) or ()) for c in d["ids"]) if d else 0
 
     def entries(self, store: StateStore, directory: dict[str, Any] | None = None) -> Iterator[Entry]:
         """Entries in sort order, reading one chunk at a time (lazily: stop early, read less)."""
@@ -69,77 +69,86 @@ class SortedView:
         for chunk_id in d["ids"]:
             yield from get(self._chunk_key(chunk_id)) or ()
 
-    def _locate(self, d: dict[str, Any], key: list[Any]) -> int:
-        return max(0, bisect_right(d["firsts"], key) - 1)
-
     def upsert(self, store: StateStore, key: list[Any], payload: Any) -> None:
-        """Insert ``[key, payload]``, or replace the payload of the entry with that key."""
-        entry = [key, payload]
-        d = self.directory(store)
+        """Insert ``[*key, payload]``, or replace the payload of the entry with that key."""
+        entry = [*key, payload]
+        d = store.get(self.dir_key)
         if d is None:
             store.put(self._chunk_key(0), [entry])
-            store.put(self.dir_key, {"firsts": [key], "ids": [0], "sizes": [1], "next": 1})
+            store.put(self.dir_key, {"firsts": [key], "ids": [0], "next": 1})
             return
-        i = self._locate(d, key)
+        firsts = d["firsts"]
+        i = max(0, bisect_right(firsts, key) - 1)
         chunk_key = self._chunk_key(d["ids"][i])
         chunk: list[Entry] = store.get(chunk_key) or []
-        j = bisect_left(chunk, key, key=_sort_key)
+        j = bisect_left(chunk, key)
         new = chunk.copy()
-        if j < len(chunk) and chunk[j][0] == key:
+        if j < len(chunk) and chunk[j][:-1] == key:
             new[j] = entry  # same place in the order: the directory does not change
             store.put(chunk_key, new)
             return
         new.insert(j, entry)
-        firsts, ids, sizes = d["firsts"].copy(), d["ids"].copy(), d["sizes"].copy()
-        nxt = d["next"]
-        if j == 0:
-            firsts[i] = key
         if len(new) > CHUNK_MAX:
             half = len(new) // 2
-            left, right = new[:half], new[half:]
-            store.put(chunk_key, left)
-            store.put(self._chunk_key(nxt), right)
-            firsts.insert(i + 1, right[0][0])
+            nxt = d["next"]
+            store.put(chunk_key, new[:half])
+            store.put(self._chunk_key(nxt), new[half:])
+            firsts = firsts.copy()
+            ids = d["ids"].copy()
+            firsts[i] = new[0][:-1]
+            firsts.insert(i + 1, new[half][:-1])
             ids.insert(i + 1, nxt)
-            sizes[i] = len(left)
-            sizes.insert(i + 1, len(right))
-            nxt += 1
-        else:
-            store.put(chunk_key, new)
-            sizes[i] = len(new)
-        store.put(self.dir_key, {"firsts": firsts, "ids": ids, "sizes": sizes, "next": nxt})
+            store.put(self.dir_key, {"firsts": firsts, "ids": ids, "next": nxt + 1})
+            return
+        store.put(chunk_key, new)
+        if j == 0 and firsts[i] != key:
+            firsts = firsts.copy()
+            firsts[i] = key
+            store.put(self.dir_key, {"firsts": firsts, "ids": d["ids"], "next": d["next"]})
 
     def remove(self, store: StateStore, key: list[Any]) -> bool:
         """Remove the entry with ``key``; False if there is none. An emptied view deletes its keys."""
-        d = self.directory(store)
+        d = store.get(self.dir_key)
         if d is None:
             return False
-        i = self._locate(d, key)
-        chunk_key = self._chunk_key(d["ids"][i])
+        firsts, ids = d["firsts"], d["ids"]
+        i = max(0, bisect_right(firsts, key) - 1)
+        chunk_key = self._chunk_key(ids[i])
         chunk: list[Entry] = store.get(chunk_key) or []
-        j = bisect_left(chunk, key, key=_sort_key)
-        if j == len(chunk) or chunk[j][0] != key:
+        j = bisect_left(chunk, key)
+        if j == len(chunk) or chunk[j][:-1] != key:
             return False
         new = chunk.copy()
         del new[j]
-        firsts, ids, sizes = d["firsts"].copy(), d["ids"].copy(), d["sizes"].copy()
         if not new:
             store.delete(chunk_key)
-            del firsts[i], ids[i], sizes[i]
-            if not ids:
+            if len(ids) == 1:
                 store.delete(self.dir_key)
                 return True
-        elif len(new) < CHUNK_MIN and i + 1 < len(ids) and len(new) + sizes[i + 1] <= CHUNK_MAX:
+            firsts, ids = firsts.copy(), ids.copy()
+            del firsts[i], ids[i]
+        elif len(new) < CHUNK_MIN and i + 1 < len(ids):
             follower_key = self._chunk_key(ids[i + 1])
-            merged = new + (store.get(follower_key) or [])
-            store.delete(follower_key)
-            store.put(chunk_key, merged)
-            firsts[i], sizes[i] = merged[0][0], len(merged)
-            del firsts[i + 1], ids[i + 1], sizes[i + 1]
+            follower: list[Entry] = store.get(follower_key) or []
+            if len(new) + len(follower) > CHUNK_MAX:
+                store.put(chunk_key, new)
+                if j > 0:
+                    return True
+                firsts = firsts.copy()
+                firsts[i] = new[0][:-1]
+            else:
+                store.delete(follower_key)
+                store.put(chunk_key, new + follower)
+                firsts, ids = firsts.copy(), ids.copy()
+                firsts[i] = new[0][:-1]
+                del firsts[i + 1], ids[i + 1]
         else:
             store.put(chunk_key, new)
-            firsts[i], sizes[i] = new[0][0], len(new)
-        store.put(self.dir_key, {"firsts": firsts, "ids": ids, "sizes": sizes, "next": d["next"]})
+            if j > 0:
+                return True
+            firsts = firsts.copy()
+            firsts[i] = new[0][:-1]
+        store.put(self.dir_key, {"firsts": firsts, "ids": ids, "next": d["next"]})
         return True
 
 
