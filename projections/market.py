@@ -70,14 +70,18 @@ purchase writes the views only when it sells the listing out.
 
 ``trust`` ranks by (-trust(provider), -value, unit cost, listing id), where ``trust`` is the
 caller's callable in [0,1] (neutral 0.5 by default; the trust network plugs in here). It
-is not known at fold time, so no view can be sorted by it: ``find`` ranks exactly a
-bounded **candidate set** — the ``candidates`` (default ``TRUST_CANDIDATES``, at least
-``limit``) best live listings by value plus as many by sla. Guarantee: the answer is the
-exact trust ranking of that set; it equals the exact ranking over every listing when the
-capability has at most that many live listings, and when trust is the same for every
-provider (then it is the value ranking); otherwise a listing outside both shortlists is
-never returned, however trusted its provider.
-``candidates=None`` ranks every listing (exact, O(k)).
+is not known at fold time, so no view can be sorted by it. What ``find`` guarantees:
+
+* **exact** when the capability has at most ``exhaustive_up_to`` (default
+  ``TRUST_EXHAUSTIVE`` = 1000) listable listings: it reads them all (O(k), k small) and
+  ranks them; also exact with ``candidates=None`` whatever k (O(k));
+* otherwise **the exact trust ranking of a bounded candidate set**: the ``candidates``
+  (default ``TRUST_CANDIDATES`` = 200, at least ``limit``) best live listings by value
+  plus as many by sla. That equals the exact answer when the capability has at most that
+  many live listings, and when trust is the same for every provider (then it is the
+  value ranking); otherwise a listing outside both shortlists is never returned, however
+  trusted its provider — trust re-ranks the value and SLA leaders of a big capability,
+  it does not search all of it. Cost: O(partitions × candidates + exhaustive_up_to) rows.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ RCPT = "rcpt/"
 CLOCK = "clock/"
 
 MAX_PARTITIONS = 256  # discovery probes mvd/<by>/<cap>/<p> for p below this
-TRUST_CANDIDATES = 200  # trust ranking: how many of the best by value (and by sla) it re-ranks
+TRUST_CANDIDATES = 200  # trust ranking of a big capability: how many of the best by value (and by sla) it re-ranks
+TRUST_EXHAUSTIVE = 1000  # trust ranking ranks every listing of a capability with at most this many
 HOURS_PER_MONTH = 720.0  # the spec: subscription hourly rate = monthly_fee / (30 × 24)
 MIN_SLA_SAMPLES = 5
 LATENCY_WINDOW = 200
@@ -373,6 +378,23 @@ def index_rows(store: StateStore, capability: str, by: str = "value") -> Iterato
         yield entry[-2], entry[-1]
 
 
+def _every_entry(store: StateStore, capability: str, at_most: int | None) -> list[list[Any]] | None:
+    """Every value-view entry of ``capability`` (any order), or None once more than ``at_most`` were read."""
+    get = store.get
+    out: list[list[Any]] = []
+    dir_prefix = f"{MVD}value/{capability}/"
+    for partition in range(MAX_PARTITIONS):
+        directory = get(dir_prefix + str(partition))
+        if not directory:
+            continue
+        chunk_prefix = f"{MVC}value/{capability}/{partition}/"
+        for chunk_id in directory["ids"]:
+            out.extend(get(chunk_prefix + str(chunk_id)) or ())
+            if at_most is not None and len(out) > at_most:
+                return None
+    return out
+
+
 def listing_count(store: StateStore, capability: str) -> int:
     """How many listable listings ``capability`` has (reads every chunk of its value views: reports only)."""
     return sum(view_of("value", capability, p).size(store) for p in range(MAX_PARTITIONS))
@@ -380,14 +402,15 @@ def listing_count(store: StateStore, capability: str) -> int:
 
 def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int | None = None,
          trust: Callable[[str], float] | None = None, limit: int = 10,
-         candidates: int | None = TRUST_CANDIDATES) -> list[dict[str, Any]]:
+         candidates: int | None = TRUST_CANDIDATES, exhaustive_up_to: int = TRUST_EXHAUSTIVE) -> list[dict[str, Any]]:
     """Discovery + ranking: the best ``limit`` open listings of ``capability`` under ``by``.
 
     Skips listings expired at ``now_ms`` and sold-out ones. Value and sla: exact, reading
-    O(partitions + limit) rows from the sorted views. ``by="trust"``: ``trust(provider)``
-    must return a score in [0,1] (default neutral 0.5 for everyone); the exact trust
-    ranking of the ``candidates`` best listings by value plus as many by sla (module doc
-    states the guarantee); ``candidates=None`` ranks every listing.
+    O(partitions × limit) rows from the sorted views. ``by="trust"``: ``trust(provider)``
+    must return a score in [0,1] (default neutral 0.5 for everyone); exact when the
+    capability has at most ``exhaustive_up_to`` listable listings (or ``candidates`` is
+    None), else the exact trust ranking of the ``candidates`` best listings by value plus
+    as many by sla (module doc states the guarantee).
     """
     if by not in RANKINGS:
         raise ValueError(f"ranking must be one of {RANKINGS}, got {by!r}")
@@ -404,12 +427,13 @@ def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int |
             trust_cache[provider] = min(1.0, max(0.0, t)) if math.isfinite(t) else 0.0
         return trust_cache[provider]
 
-    pool: dict[str, list[Any]] = {}
-    if candidates is None:
-        pool.update((lid, row) for lid, row in index_rows(store, capability) if _live(row, now_ms))
+    every = _every_entry(store, capability, None if candidates is None else exhaustive_up_to)
+    if every is not None:
+        pool = {entry[-2]: entry[-1] for entry in every if _live(entry[-1], now_ms)}
     else:
+        pool = {}
         for ranking in VIEW_KEYS:
-            pool.update(top_rows(store, capability, ranking, max(candidates, limit), now_ms))
+            pool.update(top_rows(store, capability, ranking, max(candidates or 0, limit), now_ms))
     best = heapq.nsmallest(limit, pool.items(), key=lambda item: (
         -trusted(item[1][R_PROVIDER]), -value_of(item[1]), item[1][R_COST], item[0]))
     return [{**_found(store, capability, lid, row), "trust": trusted(row[R_PROVIDER])} for lid, row in best]

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from swarmlog.projections import sortedview
 from swarmlog.projections.base import EventContext, InvalidEvent, MemoryStore, Stores, canonical_json
-from swarmlog.projections.market import MarketProjection, find, listing_count, unit_cost
+from swarmlog.projections.market import MarketProjection, find, index_rows, listing_count, unit_cost
 from swarmlog.projections.sortedview import SortedView
 
 PARTITIONS = 3
@@ -184,10 +184,10 @@ def ids(found: list[dict[str, Any]]) -> list[str]:
 
 
 @settings(max_examples=80, deadline=None)
-@given(history, st.sampled_from((None, 1000, 2000, 4000)), st.integers(1, 12),
-       st.integers(1, 6), st.integers(0, 2**32 - 1))
+@given(history, st.sampled_from((None, 1000, 2000, 4000)), st.integers(1, 12), st.integers(1, 6), st.integers(0, 12),
+       st.integers(0, 2**32 - 1))
 def test_fast_find_equals_brute_force(ops: list[tuple[Any, ...]], now_ms: int | None, limit: int, n_candidates: int,
-                                      seed: int) -> None:
+                                      exhaustive_up_to: int, seed: int) -> None:
     with tiny_chunks():
         store = fold_all(events_of(ops))
     rng = random.Random(seed)
@@ -195,23 +195,28 @@ def test_fast_find_equals_brute_force(ops: list[tuple[Any, ...]], now_ms: int | 
     trust = trust_table.__getitem__
     for cap in CAPS:
         rows = live_rows(store, cap, now_ms)
-        assert listing_count(store, cap) == len(live_rows(store, cap, None))
+        listable = live_rows(store, cap, None)
+        assert listing_count(store, cap) == len(listable)
+        assert [lid for lid, _ in index_rows(store, cap)] == brute(listable, "value", len(listable))
         for by in ("value", "sla"):  # exact
             assert ids(find(store, cap, by, now_ms=now_ms, limit=limit)) == brute(rows, by, limit)
         # trust, exhaustive: exact
         assert ids(find(store, cap, "trust", now_ms=now_ms, trust=trust, limit=limit, candidates=None)) == \
             brute(rows, "trust", limit, trust)
-        # trust, bounded: the exact trust ranking of the shortlists (best n by value + best n by sla) ...
-        n = max(n_candidates, limit)
-        pool = {lid: rows[lid] for by in ("value", "sla") for lid in brute(rows, by, n)}
-        found = find(store, cap, "trust", now_ms=now_ms, trust=trust, limit=limit, candidates=n_candidates)
-        assert ids(found) == brute(pool, "trust", limit, trust)
+        found = find(store, cap, "trust", now_ms=now_ms, trust=trust, limit=limit, candidates=n_candidates,
+                     exhaustive_up_to=exhaustive_up_to)
         assert all(r["trust"] == trust(r["provider"]) for r in found)
-        # ... which is the global answer when the capability has no more live listings than the shortlist
-        if len(rows) <= n:
+        n = max(n_candidates, limit)
+        if len(listable) <= exhaustive_up_to or len(rows) <= n:
+            # a small capability (or no more live listings than the shortlist): exact
             assert ids(found) == brute(rows, "trust", limit, trust)
-        # ... and, with the same trust for everyone, the value ranking
-        neutral = find(store, cap, "trust", now_ms=now_ms, limit=limit, candidates=n_candidates)
+        else:
+            # a big one: the exact trust ranking of the shortlists (best n by value + best n by sla)
+            pool = {lid: rows[lid] for by in ("value", "sla") for lid in brute(rows, by, n)}
+            assert ids(found) == brute(pool, "trust", limit, trust)
+        # with the same trust for everyone: the value ranking, small or big
+        neutral = find(store, cap, "trust", now_ms=now_ms, limit=limit, candidates=n_candidates,
+                       exhaustive_up_to=exhaustive_up_to)
         assert ids(neutral) == brute(rows, "value", limit)
 
 
