@@ -240,4 +240,4 @@ def test_views_are_the_same_in_any_interleaving_of_partitions(ops: list[tuple[An
     with tiny_chunks():
         live = fold_all(events)
         replay = fold_all(events, order)
-    assert canonical_json(live.data) == canonical_json(replay.data)  # type: ignore[arg-type]
+    assert canonical_json(live.data) == canonical_json(replay.data)
