@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
 from swarmlog.projections.learning import DriftDetector, ZScoreDetector, dumps, loads
-from swarmlog.projections.resilience import BreakerConfig, new_breaker, on_result, transition_event
+from swarmlog.projections.resilience import ROUTING_BREAKER, new_breaker, on_result, transition_event
 
 MODEL_PREFIX = "model/"
 INCIDENT_PREFIX = "incident/"
@@ -71,8 +71,7 @@ PLAYBOOK: dict[str, tuple[str, ...]] = {
     "dependency-failure": ("REROUTE", "ISOLATE", "RESTART"),
     "anomaly": ("RESTART", "REROUTE", "ISOLATE"),
 }
-BREAKER = BreakerConfig(failure_rate_threshold=50, slow_call_rate_threshold=80, slow_call_duration_ms=5_000,
-                        window_size=20, minimum_calls=10, wait_open_ms=10_000, permitted_half_open=3)
+BREAKER = ROUTING_BREAKER  # the registry folds the same breakers for the router (projections/registry.py)
 
 
 def failure_type(metric: str) -> str:

@@ -129,6 +129,8 @@ from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Proje
 from swarmlog.projections.registry import (
     ACTIVE,
     EXPIRED,
+    breaker_key,
+    bulkhead_of,
     cap_key,
     capacity_factor,
     clock,
@@ -137,9 +139,11 @@ from swarmlog.projections.registry import (
     fitness_of,
     get_agent,
     has_capacity,
+    in_flight,
     latency_factor,
     routable_health,
 )
+from swarmlog.projections.resilience import OPEN, ROUTING_BREAKER, guard, state_at
 
 CMD_PREFIX = "cmd/"
 RR_PREFIX = "rr/"
@@ -158,6 +162,7 @@ FAILED = "FAILED"
 # Suggested retry delay per failure reason; None = do not retry (the schema's convention).
 RETRY_AFTER_MS: dict[str, int | None] = {
     "OVER_CAPACITY": 1_000,
+    "CIRCUIT_OPEN": ROUTING_BREAKER.wait_open_ms,
     "ALL_UNHEALTHY": 10_000,
     "NO_CAPABLE_AGENT": None,
     "BELOW_MIN_TRUST": None,
@@ -281,6 +286,59 @@ def choose(candidates: Sequence[Candidate], strategy: str, cursor: int) -> tuple
     return str(chosen["agent_id"]), score_of(strategy, chosen), ""
 
 
+def receipts_lane(commands_lane: str) -> str:
+    """The receipts lane carrying the receipts of commands requested on ``commands_lane``.
+
+    ``commands`` and ``receipts`` are both keyed by command id with the same partition
+    count, so ``<prefix>commands/p`` pairs with ``<prefix>receipts/p``. Another topic
+    name (tests, replays of foreign logs) maps to itself.
+    """
+    topic, _, partition = commands_lane.rpartition("/")
+    if topic.endswith("commands"):
+        return f"{topic[:-len('commands')]}receipts/{partition}"
+    return commands_lane
+
+
+def guard_eligible(registry: StateStore, eligible: Sequence[Candidate], capability: str, lane: str,
+                   now_ms: int) -> tuple[list[Candidate], list[dict[str, str]], int | None]:
+    """Breakers and bulkheads over the eligible: (allowed, exclusions, retry_after_ms of the soonest breaker).
+
+    Reads the registry only: each candidate's breaker for ``capability`` in the receipts lane
+    paired with the request's ``lane`` (OPEN rejects; HALF_OPEN admits while fewer than
+    ``permitted_half_open`` calls are in flight to it), its in-flight calls and its
+    bulkhead (``bulkhead_of``). Exclusions are ``{agent_id, reason}`` in candidate order;
+    they go into the routed event so the decision can be audited without the registry.
+    """
+    blane = receipts_lane(lane)
+    breakers: dict[tuple[str, str], Mapping[str, Any]] = {}
+    bulkheads: dict[tuple[str, str], int] = {}
+    flights: dict[tuple[str, str], int] = {}
+    for c in eligible:
+        key = (str(c["agent_id"]), capability)
+        b = registry.get(breaker_key(key[0], capability, blane))
+        if b is not None:
+            breakers[key] = b
+        cap = bulkhead_of(c, capability)
+        if cap is not None:
+            bulkheads[key] = cap
+        if b is not None or cap is not None:
+            flights[key] = in_flight(registry, key[0], capability)
+    if not breakers and not bulkheads:
+        return list(eligible), [], None
+    allowed, why = guard(eligible, capability, now_ms, breakers, ROUTING_BREAKER, bulkheads, flights)
+    excluded = [{"agent_id": str(c["agent_id"]), "reason": why[str(c["agent_id"])]}
+                for c in eligible if str(c["agent_id"]) in why]
+    waits = [b["opened_ms"] + ROUTING_BREAKER.wait_open_ms - now_ms for (agent, _), b in breakers.items()
+             if agent in why and state_at(b, now_ms, ROUTING_BREAKER) == OPEN]
+    return allowed, excluded, min(waits) if waits else None
+
+
+def guard_failure(excluded: Sequence[Mapping[str, str]]) -> str:
+    """Why nobody was left: CIRCUIT_OPEN if every exclusion was a breaker, else OVER_CAPACITY (a full
+    bulkhead frees up as soon as a call finishes)."""
+    return "CIRCUIT_OPEN" if all(e["reason"].startswith("circuit") for e in excluded) else "OVER_CAPACITY"
+
+
 def route_inputs(c: Candidate) -> dict[str, Any]:
     """The ``RouteInputs`` record of a candidate: what the decision saw, for audit and learning."""
     return {
@@ -320,8 +378,8 @@ def audit_routed(routed: Mapping[str, Any], candidates: Sequence[Candidate], cur
     """Problems found re-checking a ``commands.routed`` payload; empty = the decision checks out.
 
     Checks that the recorded derived inputs follow from the raw ones (latency_factor,
-    capacity_factor, fitness, score) and that ``choose`` on ``candidates`` with ``cursor``
-    gives the recorded agent and score.
+    capacity_factor, fitness, score) and that ``choose`` on ``candidates`` with ``cursor``,
+    minus the recorded ``excluded`` (breakers, bulkheads), gives the recorded agent and score.
     """
     problems: list[str] = []
     inputs = routed["inputs"]
@@ -338,7 +396,8 @@ def audit_routed(routed: Mapping[str, Any], candidates: Sequence[Candidate], cur
             problems.append(f"inputs.{name} is {inputs[name]!r}, formula gives {value!r}")
     if score_of(strategy, rebuilt) != routed["score"]:
         problems.append(f"score {routed['score']!r} does not follow from the recorded inputs")
-    agent_id, score, reason = choose(candidates, strategy, cursor)
+    excluded = {e["agent_id"] for e in routed.get("excluded") or []}
+    agent_id, score, reason = choose([c for c in candidates if c["agent_id"] not in excluded], strategy, cursor)
     if agent_id != routed["agent_id"] or score != routed["score"]:
         problems.append(f"choose() gives {agent_id!r} (score {score!r}, {reason or 'ok'}), "
                         f"recorded {routed['agent_id']!r} (score {routed['score']!r})")
@@ -457,11 +516,26 @@ class RoutingProjection(Projection):
         """The routing decision as events to emit; reads the registry, writes nothing."""
         now = max(clock(registry), ctx.timestamp_ms)
 
-        def fail(reason: str, detail: str, candidates: int = 0, retry: str | None = None) -> list[Derived]:
+        def fail(reason: str, detail: str, candidates: int = 0, retry: str | None = None,
+                 retry_ms: int | None = None) -> list[Derived]:
             return [Derived("commands.route_failed", {
                 "command_id": command_id, "capability": capability, "strategy": strategy, "reason": reason,
-                "detail": detail, "candidates": candidates, "retry_after_ms": RETRY_AFTER_MS.get(retry or reason),
+                "detail": detail, "candidates": candidates,
+                "retry_after_ms": retry_ms if retry_ms is not None else RETRY_AFTER_MS.get(retry or reason),
             }, subject=command_id)]
+
+        def guarded(candidates: Sequence[Candidate], eligible: list[Candidate],
+                    position: int) -> list[Derived]:
+            allowed, excluded, retry_ms = guard_eligible(registry, eligible, capability, ctx.lane, now)
+            if not allowed:
+                why = guard_failure(excluded)
+                detail = "; ".join(f"{e['agent_id']}: {e['reason']}" for e in excluded)
+                if target:
+                    return fail("TARGET_UNAVAILABLE", f"{target}: {why} ({detail})", candidates=1, retry=why,
+                                retry_ms=retry_ms if why == "CIRCUIT_OPEN" else None)
+                return fail(why, f"{len(eligible)} eligible candidates, none admitted: {detail}",
+                            candidates=len(candidates), retry_ms=retry_ms if why == "CIRCUIT_OPEN" else None)
+            return _routed(command_id, capability, strategy, candidates, allowed, position, excluded)
 
         if encrypted and not target:
             return fail("OTHER", "encrypted args need a target_agent")
@@ -483,7 +557,7 @@ class RoutingProjection(Projection):
             eligible, why, detail = screen([agent])
             if not eligible:
                 return fail("TARGET_UNAVAILABLE", f"{target}: {why} ({detail})", candidates=1, retry=why)
-            return _routed(command_id, capability, strategy, [agent], eligible, 0)
+            return guarded([agent], eligible, 0)
 
         candidates = find_by_capability(registry, capability, now)
         if not candidates:
@@ -494,7 +568,7 @@ class RoutingProjection(Projection):
         eligible, why, detail = screen(candidates)
         if not eligible:
             return fail(why, detail, candidates=len(candidates))
-        return _routed(command_id, capability, strategy, candidates, eligible, cursor or 0)
+        return guarded(candidates, eligible, cursor or 0)
 
     # -- commands.routed / commands.route_failed: fold the recorded decision
     @staticmethod
@@ -554,7 +628,7 @@ def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
 
 
 def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],
-            eligible: list[Candidate], position: int) -> list[Derived]:
+            eligible: list[Candidate], position: int, excluded: Sequence[Mapping[str, str]] = ()) -> list[Derived]:
     chosen = pick(eligible, strategy, position)
     score = score_of(strategy, chosen)
     alternatives = [{"agent_id": c["agent_id"], "score": score_of(strategy, c)}
@@ -563,6 +637,7 @@ def _routed(command_id: str, capability: str, strategy: str, candidates: Sequenc
         "command_id": command_id, "capability": capability, "agent_id": chosen["agent_id"],
         "strategy": strategy, "score": score, "candidates": len(candidates), "eligible": len(eligible),
         "inputs": _inputs_for(strategy, chosen), "alternatives": alternatives, "model_version": None,
+        "excluded": [dict(e) for e in excluded],
     }, subject=command_id)]
 
 
@@ -575,8 +650,11 @@ __all__ = [
     "candidate_from_inputs",
     "candidates_for",
     "choose",
+    "guard_eligible",
+    "guard_failure",
     "pick",
     "predicted_latency_ms",
+    "receipts_lane",
     "resolve",
     "route_inputs",
     "runner_ups",
