@@ -129,7 +129,7 @@ class RegistryReplica:
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
     from swarmlog.projections.consensus import ConsensusProjection
     from swarmlog.projections.heal import HealProjection
-    from swarmlog.projections.routing import RoutingProjection
+    from swarmlog.projections.routing import LearnedRoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
     from swarmlog.projections.swarm_resilience import RoleProjection
@@ -138,7 +138,8 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.swarm_voting import VotingPoolProjection
 
     return {
-        "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
+        # PREDICTED reads the replica's learned latency models (projections/latency_models.py)
+        "coordination": (("commands", "receipts"), lambda: [LearnedRoutingProjection()]),
         # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
@@ -160,9 +161,10 @@ def _market_projections() -> list[Projection]:
 
 
 def default_replica_projections() -> list[Projection]:
+    from swarmlog.projections.latency_models import LatencyModelProjection
     from swarmlog.projections.registry import RegistryProjection
 
-    return [RegistryProjection()]
+    return [RegistryProjection(), LatencyModelProjection()]
 
 
 def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProducer],

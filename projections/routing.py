@@ -506,13 +506,14 @@ class RoutingProjection(Projection):
             "requested_strategy": requested, "strategy": strategy, "requested_ms": ctx.timestamp_ms,
             "target_agent": target or None, "cursor": cursor,
         }))
+        latency = stores.others.get("latency") if strategy == "PREDICTED" else None
         return self._decide(stores.read("registry"), ctx, command_id, capability, strategy, target, deadline,
-                            min_trust, p.get("encrypted", False), cursor)
+                            min_trust, p.get("encrypted", False), cursor, latency)
 
     @staticmethod
     def _decide(registry: StateStore, ctx: EventContext, command_id: str, capability: str, strategy: str,
                 target: str | None, deadline: int | None, min_trust: float | None, encrypted: bool,
-                cursor: int | None) -> list[Derived]:
+                cursor: int | None, latency: StateStore | None = None) -> list[Derived]:
         """The routing decision as events to emit; reads the registry, writes nothing."""
         now = max(clock(registry), ctx.timestamp_ms)
 
@@ -535,7 +536,13 @@ class RoutingProjection(Projection):
                                 retry_ms=retry_ms if why == "CIRCUIT_OPEN" else None)
                 return fail(why, f"{len(eligible)} eligible candidates, none admitted: {detail}",
                             candidates=len(candidates), retry_ms=retry_ms if why == "CIRCUIT_OPEN" else None)
-            return _routed(command_id, capability, strategy, candidates, allowed, position, excluded)
+            version = None
+            if latency is not None:  # PREDICTED with learned models: the predictions are recorded inputs
+                from swarmlog.projections.latency_models import learned_predictions, model_version
+
+                allowed = learned_predictions(latency, allowed, capability, receipts_lane(ctx.lane), now)
+                version = model_version(receipts_lane(ctx.lane))
+            return _routed(command_id, capability, strategy, candidates, allowed, position, excluded, version)
 
         if encrypted and not target:
             return fail("OTHER", "encrypted args need a target_agent")
@@ -620,6 +627,13 @@ class RoutingProjection(Projection):
         own.put(cmd_key(command_id), resolve({**old, "receipts": {**old["receipts"], agent_id: receipt}}))
 
 
+class LearnedRoutingProjection(RoutingProjection):
+    """The router with learned latency models (``latency_models.LatencyModelProjection``, store ``latency``)
+    for PREDICTED. Only the live worker needs it: replays fold the recorded decisions."""
+
+    reads: ClassVar[tuple[str, ...]] = ("registry", "latency")
+
+
 def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
     inputs = route_inputs(chosen)
     if strategy == "PREDICTED":
@@ -628,15 +642,18 @@ def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
 
 
 def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],
-            eligible: list[Candidate], position: int, excluded: Sequence[Mapping[str, str]] = ()) -> list[Derived]:
+            eligible: list[Candidate], position: int, excluded: Sequence[Mapping[str, str]] = (),
+            version: str | None = None) -> list[Derived]:
     chosen = pick(eligible, strategy, position)
+    learned = chosen.get("predicted_latency_ms") is not None
     score = score_of(strategy, chosen)
     alternatives = [{"agent_id": c["agent_id"], "score": score_of(strategy, c)}
                     for c in runner_ups(eligible, strategy, position)]
     return [Derived("commands.routed", {
         "command_id": command_id, "capability": capability, "agent_id": chosen["agent_id"],
         "strategy": strategy, "score": score, "candidates": len(candidates), "eligible": len(eligible),
-        "inputs": _inputs_for(strategy, chosen), "alternatives": alternatives, "model_version": None,
+        "inputs": _inputs_for(strategy, chosen), "alternatives": alternatives,
+        "model_version": version if learned else None,
         "excluded": [dict(e) for e in excluded],
     }, subject=command_id)]
 
@@ -644,6 +661,7 @@ def _routed(command_id: str, capability: str, strategy: str, candidates: Sequenc
 __all__ = [
     "FALLBACK_STRATEGY",
     "IMPLEMENTED_STRATEGIES",
+    "LearnedRoutingProjection",
     "RoutingProjection",
     "applied_strategy",
     "audit_routed",
