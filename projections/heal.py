@@ -317,8 +317,8 @@ class HealProjection(Projection):
         prefix = f"{FCOUNT_PREFIX}{ctx.lane}/"
         for k, _v in list(own.scan(prefix)):
             cap = k[len(prefix):]
-            forecaster = _advance(own, ctx.lane, cap, hour)
-            if forecaster.series.n < FORECAST_MIN_HOURS:
+            forecaster = _advance(own, ctx.lane, cap, hour, need_model=True)
+            if forecaster is None or forecaster.series.n < FORECAST_MIN_HOURS:
                 continue
             points = forecaster.forecast(FORECAST_HORIZON_HOURS)
             history = list(forecaster.series.history)
@@ -362,28 +362,37 @@ class HealProjection(Projection):
         own.put(kkey, [attempts + 1, successes + (1 if success else 0)])
 
 
-def _advance(own: StateStore, lane: str, capability: str, hour: int) -> HourlyForecaster:
-    """Close the hours of ``capability`` in ``lane`` before ``hour`` (empty hours learn 0) and return its
-    forecaster, positioned at ``hour``. The pickled model is rewritten only when an hour closes."""
+def _advance(own: StateStore, lane: str, capability: str, hour: int, need_model: bool = False
+             ) -> HourlyForecaster | None:
+    """Close the hours of ``capability`` in ``lane`` before ``hour`` (empty hours learn 0).
+
+    Touches the pickled model only when an hour closes (or ``need_model``), so a receipt inside the
+    open hour costs one small JSON update. Returns the forecaster positioned at ``hour`` when it was
+    loaded, else None.
+    """
     ckey, mkey = f"{FCOUNT_PREFIX}{lane}/{capability}", f"{FMODEL_PREFIX}{lane}/{capability}"
     count = own.get(ckey)
-    checkpoint = own.get(mkey)
+    if count is not None and hour - count["hour"] > FORECAST_MAX_GAP_HOURS:
+        count = None  # weeks of silence: restart the series instead of learning weeks of zeros
+    if count is not None and hour <= count["hour"] and not need_model:
+        return None  # the open hour (or late data, counted in it)
+    checkpoint = own.get(mkey) if count is not None else None
     forecaster: HourlyForecaster | None = None
     if checkpoint is not None:
         try:
             forecaster = loads(checkpoint)
         except ValueError:  # another River version: relearn from here
             forecaster = None
-    if forecaster is None or count is None or hour - count["hour"] > FORECAST_MAX_GAP_HOURS:
+    if forecaster is None:
         forecaster = HourlyForecaster(FORECAST_MODEL)
         count = {"hour": hour, "total": 0}
+        own.put(mkey, dumps(forecaster))
+    assert count is not None
     if hour > count["hour"]:
         forecaster.current_hour, forecaster.current_total = count["hour"], float(count["total"])
         forecaster.record(hour * HOUR_MS, 0.0)  # learns the closed hour and the empty ones up to ``hour``
         own.put(mkey, dumps(forecaster))
         count = {"hour": hour, "total": 0}
-    elif checkpoint is None:
-        own.put(mkey, dumps(forecaster))
     forecaster.current_hour, forecaster.current_total = count["hour"], float(count["total"])
     own.put(ckey, count)
     return forecaster
