@@ -77,6 +77,17 @@ Decision procedure (``now = max(registry clock, request timestamp)``):
 3. ``screen``: healthy = the monitor has not declared it FAILED and health ≥ 0.5
    (DEGRADED stays routable); none → ALL_UNHEALTHY. Then below max_concurrency; none →
    OVER_CAPACITY.
+   Then ``guard_eligible``: circuit breakers and bulkheads, read from the registry —
+   the breaker of (agent, capability) folded from the receipts lane paired with the
+   request's commands lane (``receipts_lane``: the receipts of the commands this shard
+   routed, one resilience4j client per shard), and the in-flight calls per (agent,
+   capability) against the agent's bulkhead (``registry.bulkhead_of``). OPEN excludes;
+   HALF_OPEN admits while fewer than ``permitted_half_open`` calls are in flight. The
+   exclusions are **recorded** in ``commands.routed.excluded`` (schema v2) — breaker
+   state is an input to the decision, and the log carries it like every other input.
+   Nobody admitted → CIRCUIT_OPEN (all exclusions are breakers; ``retry_after_ms`` =
+   the soonest half-open time) or OVER_CAPACITY (a bulkhead involved), the cause per
+   agent in ``detail``.
 4. ``pick`` by strategy among the eligible. Every strategy minimises a sort key whose
    last component is the agent id, so ties are broken deterministically:
 
@@ -96,7 +107,10 @@ Decision procedure (``now = max(registry clock, request timestamp)``):
    common case (every fresh agent has load 0 and the same prior reliability) and the id
    alone would send them all to the same agent. PREDICTED minimises ``predicted_latency_ms``
    (a learned prediction carried by the candidate, else latency × queueing ÷ reliability;
-   recorded in ``inputs.predicted_latency_ms``). TRUST_WEIGHTED and MIN_COST
+   recorded in ``inputs.predicted_latency_ms``). ``LearnedRoutingProjection`` (the live
+   worker's router) attaches the learned one from the replica's ``latency`` store
+   (``latency_models.py``, per receipts lane) and records ``model_version``; a replay
+   folds the recorded decision and needs no model. TRUST_WEIGHTED and MIN_COST
    need the trust, learning and market projections, which this router does not read:
    they **fall back to BEST_FIT**, as the schema prescribes for symbols a reader does not
    know; the routed event's ``strategy`` says BEST_FIT (the strategy actually applied)
