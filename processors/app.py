@@ -11,8 +11,8 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
-all partitions of ``agents``, ``commands`` and ``receipts`` with assigned partitions (no
-consumer group) and folds them with the same engine. Registry state obeys the
+all partitions of ``agents``, ``commands``, ``receipts`` and ``heal`` (OPEN_CIRCUIT actions)
+with assigned partitions (no consumer group) and folds them with the same engine. Registry state obeys the
 determinism rule (docs/architecture.md), so every replica converges to the same state.
 
 Faust runs at-least-once (the embedded broker rejects transactional producers); tables
@@ -191,7 +191,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         table_cleanup_interval=30.0,
         **_faust_broker_settings(config.embedded),
     )
-    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts")],
+    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts", "heal")],
                               replica_factory())
     sink_holder: dict[str, OutputSink] = {}
 

@@ -47,6 +47,11 @@ Store layout (JSON values; never mutated in place — every update writes a new 
     commands lane ``commands/p`` reads the breakers of ``receipts/p``: the receipts of the
     commands it routed (both topics are keyed by command id), as each resilience4j client
     keeps its own breakers.
+``forced/<agent_id>``
+    ``{"opened_ms", "action_id"}`` while a ``heal.action`` OPEN_CIRCUIT on the agent is in
+    force (CLOSE_CIRCUIT deletes it): the MAPE-K plan opening the agent's breakers for all
+    its capabilities and lanes for ``wait_open_ms``; after that the per-lane breakers
+    decide again. Fed by the agent's ``heal`` lane only (topic ``heal``, keyed by target).
 ``flight/<agent_id>/<capability>``
     ``[routed, receipts]`` of the agent for the capability: commutative counters, so
     in-flight calls (``routed − receipts``) per agent × capability — the bulkhead's
@@ -170,6 +175,7 @@ FIT_BUCKETS = 100  # fitness resolution of one view bucket: 0.01
 CLOCK_KEY = "clock/now_ms"
 BREAKER_PREFIX = "brk/"
 FLIGHT_PREFIX = "flight/"
+FORCED_PREFIX = "forced/"
 
 ACTIVE = "ACTIVE"
 EXPIRED = "EXPIRED"
@@ -494,7 +500,7 @@ class RegistryProjection(Projection):
     name: ClassVar[str] = "registry"
     event_types: ClassVar[frozenset[str]] = frozenset({
         "agents.registered", "agents.heartbeat", "agents.health_changed", "agents.deregistered",
-        "commands.routed", "commands.receipt",
+        "commands.routed", "commands.receipt", "heal.action",
     })
 
     def __init__(self, ttl_ms: int = DEFAULT_TTL_MS) -> None:
@@ -508,6 +514,7 @@ class RegistryProjection(Projection):
             "agents.deregistered": self._deregistered,
             "commands.routed": self._routed,
             "commands.receipt": self._receipt,
+            "heal.action": self._heal_action,
         }
 
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
@@ -688,6 +695,25 @@ class RegistryProjection(Projection):
         store.put(bkey, breaker)
         self._observe(store, ctx, agent_id, add_receipt(obs, finished, duration, ok, outcome_micro,
                                                         ctx.timestamp_ms))
+
+
+    @staticmethod
+    def _heal_action(store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
+        """OPEN_CIRCUIT / CLOSE_CIRCUIT from the heal domain force the target's breakers; other actions
+        are for the agents to carry out and change nothing here."""
+        target = _text(p["target"], "target")
+        action = p["action"]
+        action_id = _text(p["action_id"], "action_id")
+        if action == "OPEN_CIRCUIT":
+            store.put(FORCED_PREFIX + target, {"opened_ms": ctx.timestamp_ms, "action_id": action_id})
+        elif action == "CLOSE_CIRCUIT":
+            store.delete(FORCED_PREFIX + target)
+
+
+def forced_open(store: StateStore, agent_id: str) -> int | None:
+    """When a heal OPEN_CIRCUIT action opened the agent's breakers (event time), or None."""
+    forced = store.get(FORCED_PREFIX + agent_id)
+    return int(forced["opened_ms"]) if forced else None
 
 
 def fit_bucket(neg_fitness: float) -> int:

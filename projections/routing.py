@@ -150,6 +150,7 @@ from swarmlog.projections.registry import (
     clock,
     find_by_capability,
     fitness,
+    forced_open,
     fitness_of,
     get_agent,
     has_capacity,
@@ -157,7 +158,7 @@ from swarmlog.projections.registry import (
     latency_factor,
     routable_health,
 )
-from swarmlog.projections.resilience import OPEN, ROUTING_BREAKER, guard, state_at
+from swarmlog.projections.resilience import OPEN, ROUTING_BREAKER, force_open, guard, new_breaker, state_at
 
 CMD_PREFIX = "cmd/"
 RR_PREFIX = "rr/"
@@ -330,6 +331,9 @@ def guard_eligible(registry: StateStore, eligible: Sequence[Candidate], capabili
     for c in eligible:
         key = (str(c["agent_id"]), capability)
         b = registry.get(breaker_key(key[0], capability, blane))
+        forced = forced_open(registry, key[0])
+        if forced is not None and now_ms < forced + ROUTING_BREAKER.wait_open_ms:
+            b = force_open(b or new_breaker(), forced)  # a heal OPEN_CIRCUIT action: every lane, for one wait
         if b is not None:
             breakers[key] = b
         cap = bulkhead_of(c, capability)

@@ -184,3 +184,27 @@ def test_engine_replay_of_a_log_where_receipts_open_a_breaker() -> None:
     assert brk["state"] == OPEN
     # live routing state == replayed (the decisions are folded from the recorded events)
     assert live == reference
+
+
+def heal_action(action: str, target: str, action_id: str) -> dict[str, Any]:
+    return {"action_id": action_id, "target": target, "action": action, "reason": "error-spike on " + target,
+            "diagnosis_id": None, "parameters": {"failure": "error-spike"}, "canary": False, "rollback_of": None,
+            "recommendation_id": None}
+
+
+def test_a_heal_open_circuit_action_opens_every_lane_for_one_wait_and_close_circuit_lifts_it() -> None:
+    f = Fabric()
+    f.register("a", [CAP])
+    f.emit("healer", "heal.action", heal_action("OPEN_CIRCUIT", "a", "act-1"))
+    f.emit("healer", "heal.action", heal_action("RESTART", "a", "act-2"))  # not the router's business
+    for part in range(PARTITIONS):
+        (cid,) = ids_in(part, 1, f"forced-{part}-")
+        out = derived(f.request(cid, CAP))
+        assert out["reason"] == "CIRCUIT_OPEN" and "a: circuit OPEN" in out["detail"]
+    f.tick(WAIT)
+    (cid,) = ids_in(0, 1, "after-wait-")
+    assert derived(f.request(cid, CAP))["agent_id"] == "a"
+    f.emit("healer", "heal.action", heal_action("OPEN_CIRCUIT", "a", "act-3"))
+    f.emit("healer", "heal.action", heal_action("CLOSE_CIRCUIT", "a", "act-4"))
+    (cid,) = ids_in(1, 1, "closed-")
+    assert derived(f.request(cid, CAP))["agent_id"] == "a"
