@@ -21,6 +21,12 @@
   (success false) and the next action is planned. Folding ``heal.outcome`` updates
   ``know/<lane>/<failure>/<action>`` = ``[attempts, successes]``; later plans read it.
 
+* **Capacity** — receipts are also the workload: counted per (capability, receipts lane)
+  into UTC hours of event time; every ``FORECAST_CADENCE_HOURS`` of the lane's event
+  time the lane derives ``heal.capacity_forecast`` (``HourlyForecaster``, 168 h,
+  ``plan_capacity``) for each capability it has seen for at least a day. Keyed by the
+  receipts lane like the breakers, so replay derives the same forecasts.
+
 Determinism (docs/architecture.md). Stored values are fed from one lane each: model
 checkpoints and incidents by the component's ``metrics`` lane, breakers by one
 ``receipts`` lane (each routing shard keeps its own breakers, as each resilience4j
