@@ -148,12 +148,15 @@ agent's ``fit/`` rows, on every write that changes an input) and keys the ``fit/
 view; routing recomputes it from the inputs it records so an auditor can check it
 (same function, same evaluation order: bit-identical).
 
-Refusals: an ``agents`` event (heartbeat, health change, deregistration) about an agent
-that was never registered raises ``InvalidEvent("unknown-agent")`` — decided in the
-agent's own partition, so in the same order everywhere — and an out-of-range or
-non-finite value raises ``InvalidEvent("invalid-payload")``, always before anything is
-written (every handler reads and validates first, then writes). Routed events and
-receipts are never refused for an unknown agent (see Observations).
+Refusals: an ``agents`` event whose Kafka subject is not its ``agent_id`` raises
+``InvalidEvent("subject-mismatch")`` (it would sit in another agent's partition, where the
+order against the agent's own events is not fixed); an ``agents`` event (heartbeat,
+health change, deregistration) about an agent that was never registered raises
+``InvalidEvent("unknown-agent")`` — decided in the agent's own partition, so in the same
+order everywhere — and an out-of-range or non-finite value raises
+``InvalidEvent("invalid-payload")``, always before anything is written (every handler
+reads and validates first, then writes). Routed events and receipts are never refused
+for an unknown agent (see Observations).
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ ACTIVE = "ACTIVE"
 EXPIRED = "EXPIRED"
 DEREGISTERED = "DEREGISTERED"
 
+AGENTS_EVENTS = frozenset({"agents.registered", "agents.heartbeat", "agents.health_changed", "agents.deregistered"})
 HEALTH_STATUSES = frozenset({"UNKNOWN", "HEALTHY", "DEGRADED", "FAILED"})
 
 DEFAULT_TTL_MS = 30_000
@@ -521,6 +525,9 @@ class RegistryProjection(Projection):
         handler = self._handlers.get(ctx.event_type)
         if handler is None:
             raise InvalidEvent("unexpected-event-type", ctx.event_type)
+        if ctx.event_type in AGENTS_EVENTS and ctx.subject != payload.get("agent_id"):
+            # the unknown-agent decision is exact only inside the agent's own partition
+            raise InvalidEvent("subject-mismatch", f"subject {ctx.subject!r} != agent_id {payload.get('agent_id')!r}")
         try:
             handler(stores.own, ctx, payload)
         except KeyError as exc:  # handlers read every field before writing, so nothing was written

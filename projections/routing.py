@@ -29,7 +29,9 @@ Store layout (JSON values):
     * the decision (``commands.routed`` / ``commands.route_failed``, from the payload):
       ``agent score strategy candidates eligible`` or ``reason detail candidates
       strategy``, and ``decided_ms``;
-    * the receipts (``commands.receipt``): ``receipts = {agent_id: {capability, success,
+    * the receipts (``commands.receipt``; one naming a session is also forwarded into
+      the session's partition as a derived ``sessions.receipt_recorded``, see
+      ``session_receipt``): ``receipts = {agent_id: {capability, success,
       timed_out, duration_ms, finished_ms, receipt_ms}}``, one per reporting agent; the
       routed agent's is also copied flat (``success timed_out duration_ms finished_ms
       receipt_ms``) once it resolves the command.
@@ -164,6 +166,7 @@ CMD_PREFIX = "cmd/"
 RR_PREFIX = "rr/"
 
 IMPLEMENTED_STRATEGIES = ("MIN_LATENCY", "MAX_RELIABILITY", "BEST_FIT", "ROUND_ROBIN", "LEAST_LOADED", "PREDICTED")
+TRUST_WEIGHTED = "TRUST_WEIGHTED"  # implemented when the router reads the trust projection (TrustAwareRouting)
 FALLBACK_STRATEGY = "BEST_FIT"
 ALTERNATIVES = 3
 
@@ -186,6 +189,8 @@ RETRY_AFTER_MS: dict[str, int | None] = {
 }
 
 Candidate = Mapping[str, Any]
+# (agent_id, method) -> trust in [0, 1]; method None = the router's routing trust, "spec" = conservative score
+TrustLookup = Callable[[str, str | None], float]
 
 
 def cmd_key(command_id: str) -> str:
@@ -197,8 +202,13 @@ def rr_key(capability: str, lane: str) -> str:
     return f"{RR_PREFIX}{capability}/{lane}"
 
 
-def applied_strategy(requested: str) -> str:
-    """The strategy this router applies for ``requested``: itself if implemented, else BEST_FIT."""
+def applied_strategy(requested: str, with_trust: bool = False) -> str:
+    """The strategy this router applies for ``requested``: itself if implemented, else BEST_FIT.
+
+    TRUST_WEIGHTED is implemented only by a router that reads the trust projection.
+    """
+    if requested == TRUST_WEIGHTED and with_trust:
+        return TRUST_WEIGHTED
     return requested if requested in IMPLEMENTED_STRATEGIES else FALLBACK_STRATEGY
 
 
@@ -222,12 +232,25 @@ def predicted_latency_ms(c: Candidate) -> float:
     return float(c["latency_ms"]) * (1 + _load_ratio(c)) / max(float(c["reliability"]), 0.05)
 
 
+def trust_weighted(c: Candidate) -> float:
+    """The spec's trust-weighted selection score (usage pattern 4): trust × fitness.
+
+    Only the trust-aware router annotates candidates with ``trust``; the plain router
+    cannot rank by it and says so (ValueError) instead of guessing a neutral trust.
+    """
+    if "trust" not in c:
+        raise ValueError("TRUST_WEIGHTED needs candidates annotated with trust (TrustAwareRoutingProjection)")
+    return float(c["trust"]) * fitness(c)
+
+
 _KEYS: dict[str, Callable[[Candidate], tuple[Any, ...]]] = {
     "BEST_FIT": lambda c: (-fitness(c), c["agent_id"]),
     "MIN_LATENCY": lambda c: (c["latency_ms"], -fitness(c), c["agent_id"]),
     "MAX_RELIABILITY": lambda c: (-c["reliability"], -fitness(c), c["agent_id"]),
     "LEAST_LOADED": lambda c: (_load_ratio(c), -fitness(c), c["agent_id"]),
     "PREDICTED": lambda c: (predicted_latency_ms(c), -fitness(c), c["agent_id"]),
+    # candidates carry "trust" (annotated by the trust-aware router); fitness breaks ties
+    TRUST_WEIGHTED: lambda c: (-trust_weighted(c), -fitness(c), c["agent_id"]),
 }
 
 
@@ -243,6 +266,8 @@ def score_of(strategy: str, c: Candidate) -> float:
         return fitness(c)
     if strategy == "PREDICTED":
         return latency_factor(predicted_latency_ms(c))
+    if strategy == TRUST_WEIGHTED:
+        return trust_weighted(c)
     raise ValueError(f"strategy {strategy!r} is not implemented by this router")
 
 
@@ -368,7 +393,7 @@ def route_inputs(c: Candidate) -> dict[str, Any]:
         "current_load": int(c["load"]),
         "max_concurrency": int(c["max_concurrency"]),
         "fitness": fitness(c),
-        "trust": None,
+        "trust": float(c["trust"]) if c.get("trust") is not None else None,
         "predicted_latency_ms": None,
         "predicted_success": None,
         "price": None,
@@ -381,6 +406,7 @@ def candidate_from_inputs(agent_id: str, inputs: Mapping[str, Any], health_statu
         "agent_id": agent_id, "health": inputs["health_score"], "health_status": health_status,
         "latency_ms": inputs["latency_ms"], "reliability": inputs["reliability"],
         "load": inputs["current_load"], "max_concurrency": inputs["max_concurrency"],
+        "trust": inputs.get("trust"),
     }
     if inputs.get("predicted_latency_ms") is not None:
         out["predicted_latency_ms"] = inputs["predicted_latency_ms"]
@@ -495,7 +521,7 @@ class RoutingProjection(Projection):
                 return []
             if ctx.event_type == "commands.receipt":
                 self._receipt(stores.own, ctx, payload)
-                return []
+                return session_receipt(ctx, payload)
         except KeyError as exc:  # fields are all read before the first write
             raise InvalidEvent("invalid-payload", f"missing field {exc}") from None
         raise InvalidEvent("unexpected-event-type", ctx.event_type)
@@ -514,7 +540,8 @@ class RoutingProjection(Projection):
         old = own.get(cmd_key(command_id))
         if old is not None and old["requested_ms"] is not None:
             raise InvalidEvent("duplicate-command", command_id)
-        strategy = applied_strategy(requested)
+        trust = self.trust_lookup(stores)
+        strategy = applied_strategy(requested, with_trust=trust is not None)
         cursor = None
         if strategy == "ROUND_ROBIN" and not target:
             cursor = own.get(rr_key(capability, ctx.lane)) or 0
@@ -526,12 +553,17 @@ class RoutingProjection(Projection):
         }))
         latency = stores.others.get("latency") if strategy == "PREDICTED" else None
         return self._decide(stores.read("registry"), ctx, command_id, capability, strategy, target, deadline,
-                            min_trust, p.get("encrypted", False), cursor, latency)
+                            min_trust, p.get("encrypted", False), cursor, trust, latency)
+
+    def trust_lookup(self, stores: Stores) -> TrustLookup | None:
+        """How this router learns trust: None — the plain router does not read the trust projection."""
+        return None
 
     @staticmethod
     def _decide(registry: StateStore, ctx: EventContext, command_id: str, capability: str, strategy: str,
                 target: str | None, deadline: int | None, min_trust: float | None, encrypted: bool,
-                cursor: int | None, latency: StateStore | None = None) -> list[Derived]:
+                cursor: int | None, trust: TrustLookup | None = None,
+                latency: StateStore | None = None) -> list[Derived]:
         """The routing decision as events to emit; reads the registry, writes nothing."""
         now = max(clock(registry), ctx.timestamp_ms)
 
@@ -566,9 +598,22 @@ class RoutingProjection(Projection):
             return fail("OTHER", "encrypted args need a target_agent")
         if deadline is not None and deadline < now:
             return fail("DEADLINE_PASSED", f"deadline {deadline} is before now {now}")
-        if min_trust is not None and min_trust > 0:
+        if min_trust is not None and min_trust > 0 and trust is None:
             return fail("BELOW_MIN_TRUST", "min_trust needs the trust projection, which this router does not read; "
                                            "refusing rather than ignoring the floor")
+
+        def with_trust(found: Sequence[Candidate]) -> list[Candidate]:
+            """Candidates annotated with trust (routing score) and dropped below min_trust (conservative)."""
+            floor = min_trust is not None and min_trust > 0
+            if trust is None or (strategy != TRUST_WEIGHTED and not floor):
+                return list(found)  # only TRUST_WEIGHTED and a trust floor pay for trust lookups
+            out: list[Candidate] = []
+            for c in found:
+                agent_id = str(c["agent_id"])
+                if floor and trust(agent_id, "spec") < (min_trust or 0.0):
+                    continue
+                out.append({**c, "trust": trust(agent_id, None)})
+            return out
 
         if target:
             agent = get_agent(registry, target, now)
@@ -579,10 +624,13 @@ class RoutingProjection(Projection):
                 return fail("TARGET_UNAVAILABLE", f"{target} is {agent['status']}", retry=retry)
             if capability not in agent["capabilities"]:
                 return fail("TARGET_UNAVAILABLE", f"{target} does not serve {capability}")
-            eligible, why, detail = screen([agent])
+            trusted = with_trust([agent])
+            if not trusted:
+                return fail("BELOW_MIN_TRUST", f"{target}: conservative trust below {min_trust}", candidates=1)
+            eligible, why, detail = screen(trusted)
             if not eligible:
                 return fail("TARGET_UNAVAILABLE", f"{target}: {why} ({detail})", candidates=1, retry=why)
-            return guarded([agent], eligible, 0)
+            return guarded(trusted, eligible, 0)
 
         candidates = find_by_capability(registry, capability, now)
         if not candidates:
@@ -590,7 +638,11 @@ class RoutingProjection(Projection):
             detail = (f"{registered} registered agents serve it, none heartbeated in time" if registered
                       else "no registered agent serves it")
             return fail("NO_CAPABLE_AGENT", detail)
-        eligible, why, detail = screen(candidates)
+        trusted = with_trust(candidates)
+        if not trusted:
+            return fail("BELOW_MIN_TRUST", f"{len(candidates)} candidates, none with conservative trust >= "
+                                           f"{min_trust}", candidates=len(candidates))
+        eligible, why, detail = screen(trusted)
         if not eligible:
             return fail(why, detail, candidates=len(candidates))
         return guarded(candidates, eligible, cursor or 0)
@@ -659,6 +711,26 @@ def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
     return inputs
 
 
+def session_receipt(ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
+    """A receipt naming a session, forwarded into the session's partition (``sessions.receipt_recorded``).
+
+    Receipts are keyed by command, sessions by session id: folding receipts in the sessions
+    domain would write session records from receipts partitions (two shards for one key,
+    and an order Kafka does not fix). Deriving a session-keyed event here, once per
+    accepted receipt, puts the receipt into the session's own partition; the session
+    projection folds it there and checks it (agent_id = the receipt's producer).
+    """
+    session_id = p.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        return []
+    return [Derived("sessions.receipt_recorded", {
+        "session_id": session_id, "command_id": p["command_id"], "agent_id": p["agent_id"],
+        "capability": p["capability"], "success": p["success"], "timed_out": bool(p.get("timed_out", False)),
+        "error_rate": p.get("error_rate", 0.0), "duration_ms": p["duration_ms"], "finished_ms": p["finished_ms"],
+        "receipt_event_id": ctx.event_id, "receipt_producer": ctx.producer, "receipt_ms": ctx.timestamp_ms,
+    }, subject=session_id)]
+
+
 def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],
             eligible: list[Candidate], position: int, excluded: Sequence[Mapping[str, str]] = (),
             version: str | None = None) -> list[Derived]:
@@ -676,11 +748,46 @@ def _routed(command_id: str, capability: str, strategy: str, candidates: Sequenc
     }, subject=command_id)]
 
 
+class TrustAwareRoutingProjection(RoutingProjection):
+    """The router that also reads the trust projection: TRUST_WEIGHTED and min_trust are honoured.
+
+    TRUST_WEIGHTED picks the highest ``trust × fitness`` (spec usage pattern 4); the
+    trust is ``trust_score(method=trust_method)`` — EigenTrust relative to a fair share by
+    default (robust to a colluding group rating itself up, see
+    ``benchmarks/trust_attack.py``), or the spec's conservative score with
+    ``trust_method="spec"``. ``min_trust`` filters on the conservative score, as the
+    request schema says. The trust used is recorded in ``inputs.trust`` of the routed
+    event, so an auditor re-runs ``choose`` on recorded inputs as for every strategy.
+
+    Determinism: like the registry, the trust store is read, not written; the decision is
+    recorded as an event and replay folds the record (see the module doc).
+    """
+
+    reads: ClassVar[tuple[str, ...]] = ("registry", "trust")
+
+    def __init__(self, trust_method: str = "eigen", pretrusted: Sequence[str] = ()) -> None:
+        self.trust_method = trust_method
+        self.pretrusted = tuple(pretrusted)
+
+    def trust_lookup(self, stores: Stores) -> TrustLookup | None:
+        from swarmlog.projections.trust import trust_score
+
+        store = stores.read("trust")
+
+        def lookup(agent_id: str, method: str | None) -> float:
+            chosen = method or self.trust_method
+            return trust_score(store, agent_id, method=chosen, pretrusted=self.pretrusted)
+
+        return lookup
+
+
 __all__ = [
     "FALLBACK_STRATEGY",
     "IMPLEMENTED_STRATEGIES",
+    "TRUST_WEIGHTED",
     "LearnedRoutingProjection",
     "RoutingProjection",
+    "TrustAwareRoutingProjection",
     "applied_strategy",
     "audit_routed",
     "candidate_from_inputs",
@@ -696,4 +803,5 @@ __all__ = [
     "runner_ups",
     "score_of",
     "screen",
+    "trust_weighted",
 ]

@@ -611,23 +611,33 @@ registry_ops = st.lists(st.one_of(
 ), max_size=20)
 
 
+def play_agents_op(f: Fabric, op: tuple[Any, ...], health_score: float) -> bool:
+    """Play one generated op of the agents' own lifecycle (or a clock tick); False if it is another kind."""
+    kind, rest = op[0], op[1:]
+    if kind == "register":
+        f.register(rest[0], rest[1], max_concurrency=rest[2])
+    elif kind == "heartbeat":
+        f.heartbeat(rest[0], health=rest[1], load=rest[2], latency=rest[3])
+    elif kind == "health":
+        f.emit("monitor", "agents.health_changed", health_changed(rest[0], rest[1], health_score))
+    elif kind == "deregister":
+        f.emit(rest[0], "agents.deregistered", deregistered(rest[0]))
+    elif kind == "tick":
+        f.tick(rest[0])
+    else:
+        return False
+    return True
+
+
 def play_registry_ops(f: Fabric, ops: list[tuple[Any, ...]]) -> None:
     for n, op in enumerate(ops):
         kind, rest = op[0], op[1:]
-        if kind == "register":
-            f.register(rest[0], rest[1], max_concurrency=rest[2])
-        elif kind == "heartbeat":
-            f.heartbeat(rest[0], health=rest[1], load=rest[2], latency=rest[3])
-        elif kind == "health":
-            f.emit("monitor", "agents.health_changed", health_changed(rest[0], rest[1], 0.7))
-        elif kind == "deregister":
-            f.emit(rest[0], "agents.deregistered", deregistered(rest[0]))
-        elif kind == "routed":
+        if play_agents_op(f, op, 0.7):
+            continue
+        if kind == "routed":
             f.emit("router", "commands.routed", routed_payload(f"c{n}", "db.query", rest[0]))
         elif kind == "receipt":
             f.receipt(f"c{n}", rest[0], "db.query", success=rest[1], duration=rest[2])
-        else:
-            f.tick(rest[0])
 
 
 def schedule(data: st.DataObject, n: int) -> list[int]:
