@@ -8,9 +8,18 @@ One run, one broker, same payload sizes, so the ratios compare like with like:
   hash-chain it, send it, and seal every ``seal_batch`` events (Merkle root, Ed25519 +
   ML-DSA-65 signature, one seal record per lane), for several batch sizes;
 * read-back — raw assigned-partition consume of the same topic, then consume + verify
-  (seals, chains) + decode every payload.
+  (seals, chains) + decode every payload;
+* the bulk path and the read-back once more with the C speedups switched off
+  (``SWARMLOG_SPEEDUPS=0``'s pure-Python path), so before/after come from the same run.
 
-Usage: ``python benchmarks/ingest.py [--events 100000] [--json out.json]``. Uses
+The machine is shared with the embedded broker: every timed step starts after a 1 s pause
+(the broker finishes writing the previous step), and raw produce is measured again right
+before the default-batch bulk row, whose ratio uses the faster of the two raw runs. That
+target row is then measured ``--rounds`` times more, raw / signed / pure Python
+interleaved, and the medians of the per-round ratios are reported (load swings between
+rows otherwise decide the ratio).
+
+Usage: ``python benchmarks/ingest.py [--events 100000] [--rounds 5] [--json out.json]``. Uses
 ``SWARMLOG_BOOTSTRAP`` when set, else starts an embedded broker for the run.
 """
 
@@ -20,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -31,6 +41,8 @@ from confluent_kafka import Producer
 
 from swarmlog.infra.broker import EmbeddedBroker
 from swarmlog.infra.topics import ensure_topics
+from swarmlog.streams import speedups
+from swarmlog.streams.codec import SchemaStore
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records
@@ -51,6 +63,17 @@ def heartbeat(i: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def pure_python() -> Iterator[SchemaStore]:
+    """The pure-Python path in this process: C speedups off, a schema store without C encoders."""
+    saved = speedups.native
+    speedups.native = None
+    try:
+        yield SchemaStore.from_directory()
+    finally:
+        speedups.native = saved
+
+
+@contextlib.contextmanager
 def broker() -> Iterator[str]:
     configured = os.environ.get("SWARMLOG_BOOTSTRAP")
     if configured:
@@ -68,6 +91,7 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
 def bench_raw(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> float:
     producer = Producer(producer_config(bootstrap))
     n = len(values)
+    settle()
     start = time.perf_counter()
     produce = producer.produce
     for i in range(n):
@@ -82,13 +106,14 @@ def bench_raw(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]
 
 
 def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: int, seal_batch: int,
-                 bulk: bool) -> float:
+                 bulk: bool, store: SchemaStore | None = None) -> float:
     """Events/s from payload dicts to acknowledged records (close() seals and flushes)."""
     producer = EventProducer(identity, bootstrap, identity_topic=trust, seal_batch=seal_batch,
-                             seal_interval_ms=60_000)
+                             seal_interval_ms=60_000, store=store)
     producer.publish_identity()
     producer.partitions(topic)
     payloads = [heartbeat(i) for i in range(n)]
+    settle()
     start = time.perf_counter()
     if bulk:
         for chunk in range(0, n, BULK):
@@ -101,21 +126,23 @@ def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: 
     return n / (time.perf_counter() - start)
 
 
-def bench_breakdown(identity: Identity, n: int) -> dict[str, float]:
+def bench_breakdown(identity: Identity, n: int, store: SchemaStore | None = None) -> dict[str, float]:
     """Microseconds per event of each step of the signed path, measured in isolation (no Kafka)."""
     from swarmlog.streams.chain import ChainWriter
     from swarmlog.streams.codec import default_store, encode_body
 
-    store = default_store()
+    store = store or default_store()
     entry = store.for_event_type(EVENT_TYPE)
     ident_entry = store.for_event_type("trust.identity")
-    writer = ChainWriter(identity)
+    writer = ChainWriter(identity, store)
     writer.append(ident_entry, encode_body(ident_entry, writer.identity_payload()), identity.did, "t", 0, sign=True)
     payloads = [heartbeat(i) for i in range(n)]
     keys = [p["agent_id"].encode() for p in payloads]
+    settle()
     encode = entry.encode_body
+    encode_many = getattr(encode, "encode_many", None)  # the C encoder's batch call, as produce_many uses it
     start = time.perf_counter()
-    bodies = [encode(p) for p in payloads]
+    bodies = encode_many(payloads) if encode_many is not None else [encode(p) for p in payloads]
     encode_us = (time.perf_counter() - start) / n * 1e6
     start = time.perf_counter()
     for chunk in range(0, n, 1024):
@@ -125,22 +152,72 @@ def bench_breakdown(identity: Identity, n: int) -> dict[str, float]:
     return {"payload_encode_us": encode_us, "chain_and_seal_us": chain_and_seal_us}
 
 
-def bench_read(bootstrap: str, topic: str, trust: str) -> tuple[float, float, int]:
+def bench_read(bootstrap: str, topic: str, trust: str,
+               pure_store: SchemaStore | None = None) -> tuple[float, float, int, float | None]:
+    """Raw consume, then consume + verify + decode (and once more on the pure-Python path)."""
     ranges = plan_ranges(bootstrap, [topic])
+    settle()
     start = time.perf_counter()
     count = sum(1 for _ in read_records(bootstrap, ranges))
     raw_rate = count / (time.perf_counter() - start)
-    verifier = Verifier()
-    authenticated = 0
-    start = time.perf_counter()
-    for record in read_records(bootstrap, ranges):
-        for verdict in verifier.feed(record):
-            if verdict.status is Status.AUTHENTICATED and verdict.event is not None:
-                verdict.event.decode_payload()
-                authenticated += 1
-    verifier.finish()
-    verify_rate = count / (time.perf_counter() - start)
-    return raw_rate, verify_rate, authenticated
+
+    def verify_decode(store: SchemaStore | None) -> tuple[float, int]:
+        verifier = Verifier(store=store)
+        authenticated = 0
+        settle()
+        start = time.perf_counter()
+        for record in read_records(bootstrap, ranges):
+            for verdict in verifier.feed(record):
+                if verdict.status is Status.AUTHENTICATED and verdict.event is not None:
+                    verdict.event.decode_payload(store)
+                    authenticated += 1
+        verifier.finish()
+        return count / (time.perf_counter() - start), authenticated
+
+    verify_rate, authenticated = verify_decode(None)
+    pure_rate = None
+    if pure_store is not None:
+        saved = speedups.native
+        speedups.native = None
+        try:
+            pure_rate, _ = verify_decode(pure_store)
+        finally:
+            speedups.native = saved
+    return raw_rate, verify_rate, authenticated, pure_rate
+
+
+def bench_rounds(bootstrap: str, trust: str, identity: Identity, run_id: str, raw_topic: str,
+                 raw_values: list[bytes], keys: list[bytes], n: int, rounds: int) -> dict[str, Any]:
+    """The target row, robust to a shared machine: raw, signed (C) and signed (pure Python)
+    bulk ingest at the default seal batch, interleaved ``rounds`` times; medians of the ratios."""
+    topic = f"bench-rounds-{run_id}"
+    pure_topic = f"bench-rounds-pure-{run_id}"
+    ensure_topics(bootstrap, {topic: PARTITIONS, pure_topic: PARTITIONS})
+    rows = []
+    for index in range(rounds):
+        raw = bench_raw(bootstrap, raw_topic, raw_values, keys)
+        signed = bench_signed(bootstrap, topic, trust, identity, n, 1024, True)
+        row = {"raw_per_s": raw, "signed_per_s": signed, "ratio": signed / raw}
+        if speedups.enabled():
+            with pure_python() as store:
+                pure = bench_signed(bootstrap, pure_topic, trust, identity, n, 1024, True, store)
+            row.update({"pure_python_per_s": pure, "pure_python_ratio": pure / raw})
+        rows.append(row)
+        print(f"round {index + 1}: raw {raw:,.0f}/s, signed produce_many {signed:,.0f}/s ({signed / raw:.0%})"
+              + (f", pure Python {row['pure_python_per_s']:,.0f}/s ({row['pure_python_ratio']:.0%})"
+                 if "pure_python_per_s" in row else ""), file=sys.stderr)
+    summary: dict[str, Any] = {"rounds": rows, "median_ratio": statistics.median(r["ratio"] for r in rows)}
+    if speedups.enabled():
+        summary["median_pure_python_ratio"] = statistics.median(r["pure_python_ratio"] for r in rows)
+        summary["median_speedup"] = statistics.median(r["signed_per_s"] / r["pure_python_per_s"] for r in rows)
+    print("target (produce_many, seal batch 1024), medians: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in summary.items() if k != "rounds"), file=sys.stderr)
+    return summary
+
+
+def settle(seconds: float = 1.0) -> None:
+    """Let the broker finish writing the previous run before timing the next one (shared CPUs)."""
+    time.sleep(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000, help="events per signed run (default 100000)")
     parser.add_argument("--batches", default="1,64,256,1024", help="seal batch sizes to measure")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved raw / signed / pure-Python rounds for the target row (default 5)")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     identity = Identity.generate("bench")
@@ -172,10 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         raw_rate = bench_raw(bootstrap, raw_topic, raw_values, keys)
         results["raw_produce_per_s"] = raw_rate
         print(f"raw confluent-kafka produce ({size} B): {raw_rate:,.0f} msg/s", file=sys.stderr)
+        results["speedups"] = speedups.enabled()
         breakdown = bench_breakdown(identity, min(args.events, 50_000))
         breakdown["raw_produce_call_us"] = 1e6 / raw_rate
         results["breakdown_us_per_event"] = breakdown
         print("per event: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items()), file=sys.stderr)
+        if speedups.enabled():
+            with pure_python() as store:
+                pure = bench_breakdown(identity, min(args.events, 50_000), store)
+            results["breakdown_us_per_event_pure_python"] = pure
+            print("per event, pure Python: " + ", ".join(f"{k} {v:.1f}" for k, v in pure.items()), file=sys.stderr)
         default_batch = 1024
         for bulk in (False, True):
             api = "produce_many" if bulk else "produce"
@@ -183,22 +268,45 @@ def main(argv: list[str] | None = None) -> int:
                 n = min(args.events, 2_000) if batch == 1 else args.events
                 topic = f"bench-signed-{api}-{batch}-{run_id}"
                 ensure_topics(bootstrap, {topic: PARTITIONS})
+                reference = raw_rate
+                if bulk and batch == default_batch:
+                    # the target row: raw once more right before it; the ratio uses the faster raw run
+                    again = bench_raw(bootstrap, raw_topic, raw_values, keys)
+                    results["raw_produce_again_per_s"] = again
+                    reference = max(raw_rate, again)
+                    print(f"raw confluent-kafka produce, again: {again:,.0f} msg/s", file=sys.stderr)
                 rate = bench_signed(bootstrap, topic, trust, identity, n, batch, bulk)
                 row: dict[str, Any] = {"api": api, "seal_batch": batch, "events": n, "per_s": rate,
-                                       "ratio_to_raw": rate / raw_rate}
+                                       "ratio_to_raw": rate / reference, "speedups": speedups.enabled()}
+                results["runs"].append(row)
+                print(f"signed {api:>12}, seal batch {batch:>5}: {rate:,.0f} events/s "
+                      f"({rate / reference:.0%} of raw)", file=sys.stderr)
                 if bulk and batch == default_batch:
-                    raw_read, verify_read, authenticated = bench_read(bootstrap, topic, trust)
+                    pure_store = None
+                    if speedups.enabled():
+                        pure_topic = f"bench-signed-pure-{run_id}"
+                        ensure_topics(bootstrap, {pure_topic: PARTITIONS})
+                        with pure_python() as pure_store:
+                            pure_rate = bench_signed(bootstrap, pure_topic, trust, identity, n, batch, bulk,
+                                                     pure_store)
+                        results["runs"].append({"api": api, "seal_batch": batch, "events": n, "per_s": pure_rate,
+                                                "ratio_to_raw": pure_rate / reference, "speedups": False})
+                        print(f"signed {api:>12}, seal batch {batch:>5}, pure Python: {pure_rate:,.0f} events/s "
+                              f"({pure_rate / reference:.0%} of raw)", file=sys.stderr)
+                    raw_read, verify_read, authenticated, pure_read = bench_read(bootstrap, topic, trust, pure_store)
                     row.update({"raw_consume_per_s": raw_read, "verify_decode_per_s": verify_read,
                                 "verify_ratio_to_raw_consume": verify_read / raw_read,
                                 "authenticated": authenticated})
-                results["runs"].append(row)
-                print(f"signed {api:>12}, seal batch {batch:>5}: {rate:,.0f} events/s "
-                      f"({rate / raw_rate:.0%} of raw)", file=sys.stderr)
-                if "verify_decode_per_s" in row:
-                    print(f"  read back: raw consume {row['raw_consume_per_s']:,.0f}/s, "
-                          f"consume+verify+decode {row['verify_decode_per_s']:,.0f}/s "
-                          f"({row['verify_ratio_to_raw_consume']:.0%}); authenticated {row['authenticated']}",
-                          file=sys.stderr)
+                    print(f"  read back: raw consume {raw_read:,.0f}/s, consume+verify+decode {verify_read:,.0f}/s "
+                          f"({verify_read / raw_read:.0%}); authenticated {authenticated}", file=sys.stderr)
+                    if pure_read is not None:
+                        row.update({"verify_decode_pure_python_per_s": pure_read,
+                                    "verify_pure_python_ratio_to_raw_consume": pure_read / raw_read})
+                        print(f"  read back, pure Python: consume+verify+decode {pure_read:,.0f}/s "
+                              f"({pure_read / raw_read:.0%})", file=sys.stderr)
+        if args.rounds > 0:
+            results["target_rounds"] = bench_rounds(bootstrap, trust, identity, run_id, raw_topic, raw_values, keys,
+                                                    args.events, args.rounds)
     print(json.dumps(results, indent=2))
     if args.json_path:
         with open(args.json_path, "w") as fh:

@@ -49,6 +49,7 @@ def emit_json(document: Any) -> None:
 
 def _mount_subcommands() -> None:
     from swarmlog.infra import (
+        cli_audit,
         cli_broker,
         cli_keys,
         cli_learning,
@@ -56,6 +57,7 @@ def _mount_subcommands() -> None:
         cli_market,
         cli_query,
         cli_swarm,
+        cli_trust,
         cli_worker,
     )
 
@@ -66,10 +68,13 @@ def _mount_subcommands() -> None:
     app.add_typer(cli_query.commands_app, name="commands")
     app.add_typer(cli_swarm.app, name="swarm")
     app.add_typer(cli_market.app, name="market")
+    app.add_typer(cli_query.sessions_app, name="sessions")
+    app.add_typer(cli_trust.app, name="trust")
 
     app.add_typer(cli_broker.app, name="broker", help="Start, stop and check the embedded Kafka-protocol broker.")
     app.add_typer(cli_keys.app, name="keys", help="Create and inspect agent identities (Ed25519 + ML-DSA-65).")
     app.add_typer(cli_ledger.app, name="ledger")
+    cli_audit.register(app)  # audit, archive, restore
 
 
 @app.callback()

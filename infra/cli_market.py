@@ -3,10 +3,11 @@
 Like ``swarmlog agents|commands`` (``cli_query.py``): by default the running workers
 answer (each holds the market table shards of the partitions it owns, so ``find`` asks
 every worker and merges their rankings); ``--from-log`` replays and verifies the
-``market``, ``receipts`` and ``swarm`` topics through the same reducers instead.
+``market`` and ``receipts`` topics through the same reducers instead.
 
-Trust-weighted discovery uses a neutral trust of 0.5 for every provider until the trust
-projection is wired in (``projections.market.find`` takes the ``trust`` callable).
+Trust-weighted discovery (``--by trust --from-log``) weighs providers by their global
+EigenTrust score from a replay of the ``trust`` topic; the workers' own view answers with a
+neutral trust of 0.5 (a worker holds only its partitions of the trust graph).
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ def market_find(
         _fail(f"--by must be one of {', '.join(RANKINGS)}, got {by!r}", 2)
     if from_log:
         engine = _replay_market()
-        listings = find(engine.stores["market"], capability, by, limit=limit)
+        if by == "trust":
+            from swarmlog.projections.trust import TrustProjection, trust_score
+
+            trust_store = _replay(["trust"], [TrustProjection()]).stores["trust"]
+            listings = find(engine.stores["market"], capability, by, limit=limit,
+                            trust=lambda agent: trust_score(trust_store, agent))
+        else:
+            listings = find(engine.stores["market"], capability, by, limit=limit)
     else:
         answers = _ask_all(f"/swarmlog/market/find/?capability={quote(capability)}&by={by}&limit={limit}")
         listings = _merge([row for a in answers for row in a.get("listings", [])], by, limit)

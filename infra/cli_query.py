@@ -1,4 +1,4 @@
-"""``swarmlog agents|consensus|commands``: query the projections.
+"""``swarmlog agents|consensus|commands|sessions``: query the projections.
 
 By default the running workers answer (their HTTP views; each worker holds the full
 registry and the shards of the partitions it owns, so the CLI asks each in turn). With
@@ -21,6 +21,8 @@ from swarmlog.streams.settings import get_settings
 agents_app = typer.Typer(help="Registered agents: find by capability, show one.", no_args_is_help=True)
 consensus_app = typer.Typer(help="Consensus proposals and their votes.", no_args_is_help=True)
 commands_app = typer.Typer(help="Commands: routing decision and receipt.", no_args_is_help=True)
+sessions_app = typer.Typer(help="Distributed sessions: state, timeout, command/receipt history.",
+                           no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 FromLogOpt = Annotated[bool, typer.Option("--from-log", help="Replay and verify the log instead of asking workers.")]
@@ -174,3 +176,13 @@ def commands_show(
 ) -> None:
     """A command: routing decision, chosen agent, receipt."""
     _show_key("commands", command_id, ["commands", "receipts"], "routing", "cmd/", from_log, json_out)
+
+
+@sessions_app.command("show")
+def sessions_show(
+    session_id: Annotated[str, typer.Argument(help="Session id.")],
+    from_log: FromLogOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """A session: owner, state, expiry, counters and its command/receipt history."""
+    _show_key("sessions", session_id, ["sessions"], "sessions", "session/", from_log, json_out)

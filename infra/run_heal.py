@@ -154,38 +154,6 @@ class HealEpisode:
         }
 
 
-def wait_worker_drained(bootstrap: str, group: str, topics: list[str], timeout_s: float = 30.0) -> bool:
-    """Wait until the worker's consumer group has committed every input partition to its end.
-
-    The worker acknowledges a record only once it is decided and its outputs delivered, and
-    its own outputs (routed decisions, heal actions and outcomes) come back as inputs, so
-    stopping it earlier leaves its tables behind the log — and "live tables equal a replay"
-    would compare a table that has not yet seen the last events. Two consecutive checks
-    with nothing left (the second after the outputs of the first could have landed) count.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        md = consumer.list_topics(timeout=10)
-        parts = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-        deadline = time.monotonic() + timeout_s
-        clean = 0
-        while time.monotonic() < deadline:
-            committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(parts, timeout=10)}
-            behind = 0
-            for tp in parts:
-                _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                behind += max(0, high - max(0, committed[(tp.topic, tp.partition)]))
-            clean = clean + 1 if behind == 0 else 0
-            if clean >= 2:
-                return True
-            time.sleep(1.0)
-        return False
-    finally:
-        consumer.close()
-
-
 def one_line(summary: dict[str, Any] | None) -> str:
     """The episode for the human summary table."""
     if not summary or "skipped" in summary:

@@ -19,7 +19,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from swarmlog.projections.engine import Engine
-from swarmlog.projections.flocking import Boid, formation_tick
+from swarmlog.projections.flocking import Boid, formation_separation, formation_tick
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.projections.swarm_jobs import SwarmJobProjection, get_job
 from swarmlog.projections.swarm_resilience import RoleProjection
@@ -134,7 +134,7 @@ class SwarmEpisode:
             self.formation_before = swarm_metrics(space, SWARM_ID)["formation_error"]
             boids: dict[str, Boid] = swarm_boids(space, SWARM_ID)
             for _ in range(300):
-                boids = formation_tick(boids, targets)
+                boids = formation_tick(boids, targets, transit_separation=formation_separation(30.0))
             for agent in self.members:
                 b = boids[agent.did]
                 agent.producer.produce("swarm.position", {"agent_id": agent.did, "swarm_id": SWARM_ID,

@@ -8,11 +8,15 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
 * ``consensus`` — topic ``consensus``: proposals, individually signed votes, decisions;
 * ``sessions`` — topic ``sessions``;
 * ``heal`` — topics ``metrics`` + ``receipts`` + ``heal``: the MAPE-K loop (projections/heal.py).
+* ``sessions`` — topic ``sessions`` (receipts naming a session arrive there as
+  ``sessions.receipt_recorded``, forwarded by ``coordination``);
+* ``agents`` — topic ``agents``: the agent directory, so that what the registry refuses
+  is dead-lettered once, by the partition's owner (``projections/directory.py``).
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
-all partitions of ``agents``, ``commands`` and ``receipts`` with assigned partitions (no
-consumer group) and folds them with the same engine. Registry state obeys the
+all partitions of ``agents``, ``commands``, ``receipts`` and ``heal`` (OPEN_CIRCUIT actions)
+with assigned partitions (no consumer group) and folds them with the same engine. Registry state obeys the
 determinism rule (docs/architecture.md), so every replica converges to the same state.
 
 Faust runs at-least-once (the embedded broker rejects transactional producers); tables
@@ -36,7 +40,7 @@ from faust.streams import _current_event
 
 from swarmlog.processors.faust_compat import correct_end_offsets_for_embedded_broker
 from swarmlog.processors.ledger_app import LEDGER_STORE_PREFIX, add_ledger_views, ledger_table, make_recorder
-from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore
+from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore, WriteBehindStore
 from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
@@ -128,17 +132,23 @@ class RegistryReplica:
 
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
     from swarmlog.projections.consensus import ConsensusProjection
+    from swarmlog.projections.directory import AgentDirectoryProjection
     from swarmlog.projections.heal import HealProjection
-    from swarmlog.projections.routing import RoutingProjection
+    from swarmlog.projections.routing import LearnedRoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
     from swarmlog.projections.swarm_resilience import RoleProjection
     from swarmlog.projections.swarm_space import SwarmSpaceProjection
     from swarmlog.projections.swarm_tasks import SwarmTaskProjection
     from swarmlog.projections.swarm_voting import VotingPoolProjection
+    from swarmlog.projections.trust import TrustProjection
 
     return {
-        "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
+        # the registry itself is the replica (below); this domain gives each agents partition one
+        # owner that dead-letters what the registry refuses (projections/directory.py)
+        "agents": (("agents",), lambda: [AgentDirectoryProjection()]),
+        # PREDICTED reads the replica's learned latency models (projections/latency_models.py)
+        "coordination": (("commands", "receipts"), lambda: [LearnedRoutingProjection()]),
         # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
@@ -150,6 +160,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         "market": (("market", "receipts"), _market_projections),
         # MAPE-K: detectors per component (metrics lane), breakers per receipts lane, knowledge from heal
         "heal": (("metrics", "receipts", "heal"), lambda: [HealProjection()]),
+        "trust": (("trust",), lambda: [TrustProjection()]),
     }
 
 
@@ -160,9 +171,10 @@ def _market_projections() -> list[Projection]:
 
 
 def default_replica_projections() -> list[Projection]:
+    from swarmlog.projections.latency_models import LatencyModelProjection
     from swarmlog.projections.registry import RegistryProjection
 
-    return [RegistryProjection()]
+    return [RegistryProjection(), LatencyModelProjection()]
 
 
 def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProducer],
@@ -185,11 +197,16 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         topic_replication_factor=1,
         web_port=config.web_port,
         web_bind="127.0.0.1",
+        web_host="127.0.0.1",  # canonical URL other workers forward keyed views to (views.py)
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=30.0,
+        # changelog records leave in few large produce requests instead of one small request
+        # per table write (profiled: socket writes were the worker's largest single cost)
+        producer_linger=0.02,
+        producer_max_batch_size=512 * 1024,
         **_faust_broker_settings(config.embedded),
     )
-    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts")],
+    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts", "heal")],
                               replica_factory())
     sink_holder: dict[str, OutputSink] = {}
 
@@ -211,7 +228,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         "domains": {name: dict(c.values) for name, c in counters.items()},
         "outputs": ({"derived": sink_holder["sink"].derived, "dead_letters": sink_holder["sink"].dead_letters}
                     if "sink" in sink_holder else {}),
-    })
+    }, worker=config.name, partitions=config.partitions)
 
     @app.service
     class SwarmlogLifecycle(mode.Service):
@@ -246,7 +263,10 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
     ledger_store = ledger_table(app, domain, partitions)
 
     async def agent(stream: faust.StreamT) -> None:
-        runtime = PartitionedRuntime(projections, store_for, extra_stores=_replica_stores(projections, replica))
+        # batch-aggregated table writes (runtime.WriteBehindStore); the views read the tables directly
+        runtime = PartitionedRuntime(projections, lambda name: WriteBehindStore(tables[name], _event_context,
+                                                                                _set_current_event),
+                                     extra_stores=_replica_stores(projections, replica))
         runtime.counters = counters  # per-reason counters, shown by /swarmlog/health/
         if ledger_store is not None:
             runtime.ledger = make_recorder(ledger_store, sink)
@@ -288,6 +308,15 @@ def _set_current_event(event: Any) -> None:
     is the partition the owner of r restores on failover.
     """
     _current_event.set(weakref.ref(event))
+
+
+def _event_context() -> tuple[int, Any]:
+    """(changelog partition, event) of the record being folded: where a buffered write must go."""
+    ref = _current_event.get(None)
+    event = ref() if ref is not None else None
+    if event is None:
+        raise RuntimeError("table write outside of a record being folded")
+    return event.message.partition, event
 
 
 def _replica_stores(projections: Sequence[Projection], replica: RegistryReplica) -> dict[str, StateStore]:

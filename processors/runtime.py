@@ -9,6 +9,13 @@ duplicate), after its outputs are delivered. A record still waiting for its seal
 acknowledged, so Faust never commits past it and a replacement worker reads it again —
 nothing is lost when a worker dies between an event and its seal. Redelivered records are
 harmless: ``fold`` skips what the table's marks say was applied.
+
+Table writes are aggregated per batch (``WriteBehindStore``): a Faust table write costs a
+RocksDB put, two JSON encodings and one changelog record through the producer, and a
+reducer writes several keys per event (its state, its idempotence mark) that the next
+events of the batch write again. The batch's last value per key is written once, atomically
+per partition (an intent record first), before any record of the batch is acknowledged —
+see the class for why that keeps at-least-once and idempotence intact.
 """
 
 from __future__ import annotations
@@ -62,6 +69,133 @@ class TableStore:
         yield from sorted((k, v) for k, v in self.table.items() if str(k).startswith(prefix))
 
 
+_DELETED: Any = object()
+INTENT_PREFIX = "__flush/"
+
+
+class WriteBehindStore(TableStore):
+    """A ``TableStore`` that keeps one batch's reads and writes in memory and writes the
+    batch's last value per key to the table on ``flush()`` — atomically per partition.
+
+    Why it keeps the guarantees:
+
+    * the reducers see their own writes (reads go through the buffer), so folding a batch
+      gives exactly the values per-event writes gave — ``MemoryStore`` semantics, as in a
+      replay;
+    * the runtime flushes at the end of every batch, before the agent acknowledges any
+      record of it, and Faust flushes the changelog before it commits offsets: a worker
+      that dies before the flush loses only unacknowledged work, read again by its
+      successor;
+    * each write goes to the changelog partition of the record that made it (``context``
+      captures Faust's current event at ``put``, ``restore`` sets it again at ``flush``);
+      the determinism rule gives every key a single partition;
+    * **atomic per partition.** Collapsing writes means a crash in the middle of a flush
+      could leave some keys with the batch's values and the idempotence marks without
+      them (events re-applied) or the reverse (events lost). So a flush of more than one
+      key first writes one *intent* record ``__flush/<partition>`` holding every key and
+      final value, then the keys, then deletes the intent. The changelog keeps a
+      partition's records in order, so whoever restores the partition sees either no
+      intent (the flush completed, or never started) or the intent: ``recover()`` — run
+      by the runtime before it feeds a partition's first record of a batch — writes it
+      out again (a redo log of one batch; redo is idempotent) and deletes it. Per-event
+      writes had a one-event window (state written, mark not yet); this has none.
+
+    Reads are cached for the batch only: ``flush()`` forgets them, so a partition that
+    moves to another worker and back is read from the table again.
+    """
+
+    def __init__(self, table: TableLike, context: Callable[[], tuple[int, Any]] = lambda: (0, None),
+                 restore: Callable[[Any], None] = lambda _ctx: None) -> None:
+        super().__init__(table)
+        self._context = context  # → (changelog partition, token that ``restore`` makes current again)
+        self._restore = restore
+        self._values: dict[str, Any] = {}  # read cache and pending writes (_DELETED = deleted)
+        self._dirty: dict[str, tuple[int, Any]] = {}  # key → context of its last write
+        self.writes = 0  # table writes done by flush() (intents included), for metrics and the benchmark
+        self.recovered = 0  # keys written again from an interrupted flush's intent
+
+    def get(self, key: str) -> JSON | None:
+        try:
+            value = self._values[key]
+        except KeyError:
+            value = self._values[key] = self.table.get(key)
+            return value
+        return None if value is _DELETED else value
+
+    def put(self, key: str, value: JSON) -> None:
+        self._values[key] = value
+        self._dirty[key] = self._context()
+
+    def delete(self, key: str) -> None:
+        self._values[key] = _DELETED
+        self._dirty[key] = self._context()
+
+    def scan(self, prefix: str = "") -> Iterator[tuple[str, JSON]]:
+        found = {k: v for k, v in self.table.items() if str(k).startswith(prefix) and
+                 not str(k).startswith(INTENT_PREFIX)}
+        for key in self._dirty:
+            if key.startswith(prefix):
+                value = self._values[key]
+                if value is _DELETED:
+                    found.pop(key, None)
+                else:
+                    found[key] = value
+        yield from sorted(found.items())
+
+    @property
+    def pending(self) -> int:
+        return len(self._dirty)
+
+    def _write(self, key: str, value: Any) -> None:
+        if value is _DELETED:
+            with contextlib.suppress(KeyError):
+                del self.table[key]
+        else:
+            self.table[key] = value
+
+    def recover(self) -> int:
+        """Finish a flush that died half-way in the current context's partition (see the class doc)."""
+        partition, token = self._context()
+        intent_key = f"{INTENT_PREFIX}{partition}"
+        intent = self.table.get(intent_key)
+        if not intent:
+            return 0
+        self._restore(token)
+        for key, value, deleted in intent:
+            self._values.pop(key, None)
+            self._write(key, _DELETED if deleted else value)
+        self._write(intent_key, _DELETED)
+        self.recovered += len(intent)
+        log.warning("completed an interrupted table flush: %d keys of partition %d", len(intent), partition)
+        return len(intent)
+
+    def flush(self) -> int:
+        """Write the batch's last value per key, one atomic group per partition; forget the batch."""
+        groups: dict[int, list[str]] = {}
+        for key, (partition, _token) in self._dirty.items():
+            groups.setdefault(partition, []).append(key)
+        values, dirty, restore, write = self._values, self._dirty, self._restore, self._write
+        written = 0
+        try:
+            for partition, keys in groups.items():
+                restore(dirty[keys[0]][1])  # any record of the partition: same changelog partition
+                intent_key = f"{INTENT_PREFIX}{partition}"
+                if len(keys) > 1:
+                    write(intent_key, [[k, None if values[k] is _DELETED else values[k], values[k] is _DELETED]
+                                       for k in keys])
+                for key in keys:
+                    write(key, values[key])
+                if len(keys) > 1:
+                    write(intent_key, _DELETED)
+                    written += 2
+                written += len(keys)
+        finally:
+            self._values = {}
+            self._dirty = {}
+        self.writes += written
+        return written
+
+
 @dataclass
 class Counters:
     """Per-reason counters of one worker; exported as metrics and in run summaries."""
@@ -112,6 +246,9 @@ class PartitionedRuntime:
         self.projections = list(projections)
         self.schema_store = schema_store or default_store()
         self.stores: dict[str, StateStore] = {p.name: store_factory(p.name) for p in self.projections}
+        self._owned = [p.name for p in self.projections]  # flushed per batch; extra stores are read-only
+        self._recoverers: list[Callable[[], int]] = [
+            r for r in (getattr(self.stores[n], "recover", None) for n in self._owned) if r is not None]
         self.stores.update(extra_stores or {})
         self.engines: dict[tuple[str, int], Engine] = {}
         self.last_offset: dict[tuple[str, int], int] = {}
@@ -142,25 +279,41 @@ class PartitionedRuntime:
         set so table writes go to that record's changelog partition).
         """
         outcome = Outcome()
-        touched: set[tuple[str, int]] = set()
+        before: dict[tuple[str, int], dict[str, int]] = {}  # counts of each engine fed, at batch start
+        last_offset = self.last_offset
+        partitions_seen: set[int] = set()
+        redelivered = 0
         for index, record in enumerate(records):
             tp = (record.topic, record.partition)
-            if record.offset <= self.last_offset.get(tp, -1):
+            if record.offset <= last_offset.get(tp, -1):
                 # the consumer delivered this offset again (rebalance, retry): already fed
-                self.counters.add({"redelivered": 1})
+                redelivered += 1
                 continue
-            self.last_offset[tp] = record.offset
+            last_offset[tp] = record.offset
             if before_each is not None:
                 before_each(index)
-            engine = self.engine(record.topic, record.partition)
-            before = dict(engine.counts)
+            engine = self.engines.get(tp) or self.engine(record.topic, record.partition)
+            if tp not in before:
+                before[tp] = dict(engine.counts)
+            if record.partition not in partitions_seen:
+                # an interrupted flush of this (changelog) partition is completed before anything reads it
+                partitions_seen.add(record.partition)
+                for recover in self._recoverers:
+                    recover()
             fed = engine.feed(record)
             if self.ledger is not None:  # same current event: ledger writes go to this record's changelog
                 fed.derived.extend(self.ledger.record(fed.authenticated))
             outcome.extend(fed)
-            self.counters.add({k: v - before.get(k, 0) for k, v in engine.counts.items() if v != before.get(k, 0)})
-            touched.add(tp)
+        # the batch's table writes, before the caller acknowledges anything (WriteBehindStore)
+        for name in self._owned:
+            flush = getattr(self.stores[name], "flush", None)
+            if flush is not None:
+                flush()
+        if redelivered:
+            self.counters.add({"redelivered": redelivered})
         pending: set[tuple[str, int, int]] = set()
-        for key in touched:
-            pending |= self.engines[key].verifier.pending_positions()
+        for tp, counts in before.items():
+            engine = self.engines[tp]
+            self.counters.add({k: v - counts.get(k, 0) for k, v in engine.counts.items() if v != counts.get(k, 0)})
+            pending |= engine.verifier.pending_positions()
         return outcome, pending

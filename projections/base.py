@@ -129,7 +129,8 @@ class Projection(ABC):
         """Fold one authenticated event; raise ``InvalidEvent`` to refuse it (no state change)."""
 
 
-def fold(projection: Projection, stores: Stores, event: Event, payload: dict[str, Any]) -> list[Derived] | None:
+def fold(projection: Projection, stores: Stores, event: Event, payload: dict[str, Any],
+         ctx: EventContext | None = None, mark_key: str | None = None) -> list[Derived] | None:
     """Apply ``event`` once: None if this (stream, lane, seq) was already decided.
 
     A refusal is a decision too: when the reducer raises ``InvalidEvent`` the mark is
@@ -137,18 +138,27 @@ def fold(projection: Projection, stores: Stores, event: Event, payload: dict[str
     redelivered refused event would be judged again against *later* state — a heartbeat
     refused as unknown-agent would be accepted after the agent registered — and replay
     would no longer reproduce the live decision.
+
+    ``ctx`` and ``mark_key`` may be passed precomputed (the engine builds them once per event,
+    not once per projection); they must be ``EventContext.of(event)`` and ``mark_key_of(event)``.
     """
-    mark_key = f"{APPLIED_PREFIX}{event.stream_id.hex()}/{event.lane}"
+    if mark_key is None:
+        mark_key = mark_key_of(event)
     mark = stores.own.get(mark_key)
     if isinstance(mark, int) and event.seq <= mark:
         return None
     try:
-        derived = projection.apply(stores, EventContext.of(event), payload)
+        derived = projection.apply(stores, ctx if ctx is not None else EventContext.of(event), payload)
     except InvalidEvent:
         stores.own.put(mark_key, event.seq)
         raise
     stores.own.put(mark_key, event.seq)
     return derived
+
+
+def mark_key_of(event: Event) -> str:
+    """Where ``fold`` keeps the high-water mark of the event's (producer stream, lane)."""
+    return f"{APPLIED_PREFIX}{event.stream_id.hex()}/{event.lane}"
 
 
 def snapshot(store: StateStore, include_marks: bool = False) -> dict[str, JSON]:

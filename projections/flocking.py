@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 SEPARATION_RADIUS = 25.0
 SEPARATION_WEIGHT = 1.5
@@ -200,23 +200,59 @@ def separation_force(me: str, boids: Mapping[str, Boid], p: FlockParams) -> Vec:
 
 
 def formation_tick(boids: Mapping[str, Boid], targets: Mapping[str, Vec], p: FlockParams = FlockParams(),
-                   arrive_weight: float = 1.0) -> dict[str, Boid]:
-    """Members steer to their slots (arrival) and away from each other (separation)."""
+                   arrive_weight: float = 1.0, transit_separation: float | None = None) -> dict[str, Boid]:
+    """Members steer to their slots (arrival) and away from each other (separation).
+
+    ``transit_separation`` overrides the separation radius while moving in formation —
+    ``formation_separation(spacing)`` gives the one to use. With the flocking radius (25)
+    and slots 30 apart, an agent crossing between two settled neighbours must pass within
+    15 of both and is held off its slot for ever (seen on grids and wedges); settled
+    agents are still ≥ spacing apart, so the radius only changes how agents pass.
+    """
     out = {}
+    sep = p if transit_separation is None else replace(p, separation_radius=transit_separation)
     for k in sorted(boids):
         b = boids[k]
         f = (0.0, 0.0)
         if k in targets:
             a = arrive_force(b, targets[k], p)
             f = (a[0] * arrive_weight, a[1] * arrive_weight)
-        s = separation_force(k, boids, p)
+        s = separation_force(k, boids, sep)
         f = (f[0] + s[0] * p.separation_weight, f[1] + s[1] * p.separation_weight)
         out[k] = integrate(b, f, p.max_speed)
     return out
 
 
+
+def formation_separation(spacing: float) -> float:
+    """Separation radius for agents moving into slots ``spacing`` apart: 0.4 × spacing leaves
+    a passage between two settled neighbours."""
+    return 0.4 * spacing
+
+
 def assign_slots(members: Sequence[str], slots: Sequence[Vec]) -> dict[str, Vec]:
+    """Slot i to the i-th member: the formation order names who stands where."""
     return {m: slots[i] for i, m in enumerate(members)}
+
+
+def assign_nearest(boids: Mapping[str, Boid], slots: Sequence[Vec]) -> dict[str, Vec]:
+    """Greedy nearest assignment (closest agent–slot pair first; ties by agent id, slot index).
+
+    Without an ordered member list this keeps paths short and mostly uncrossed: with an
+    arbitrary order two agents can meet head-on and hold each other off through the
+    separation force (seen on grids), never reaching their slots.
+    """
+    pairs = sorted((math.dist(boids[a].pos, slot), a, i) for a in boids for i, slot in enumerate(slots))
+    taken_agents: set[str] = set()
+    taken_slots: set[int] = set()
+    out: dict[str, Vec] = {}
+    for _d, agent, i in pairs:
+        if agent in taken_agents or i in taken_slots:
+            continue
+        out[agent] = slots[i]
+        taken_agents.add(agent)
+        taken_slots.add(i)
+    return out
 
 
 # --------------------------------------------------------------------------- metrics

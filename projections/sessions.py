@@ -1,7 +1,11 @@
 """Session projection: distributed sessions (multiplexed conversations across agents).
 
-Folds ``sessions.opened``, ``sessions.command_attached``, ``sessions.closed`` and the
-``commands.receipt`` events that name a ``session_id``. Pure: time is event time.
+Folds ``sessions.opened``, ``sessions.command_attached``, ``sessions.closed`` and
+``sessions.receipt_recorded`` — the ``commands.receipt`` events that name a session,
+forwarded into the session's own partition by the worker that folded the receipt
+(``routing.session_receipt``). Every event this projection folds is therefore keyed by
+session id and lives in the session's partition: one total order, the same live and in
+replay. Pure: time is event time.
 
 Rules
 -----
@@ -17,9 +21,11 @@ Rules
   is no longer OPEN (closed, or expired at this event's time) is recorded as a *late
   attach* (counter only), like a late vote in ``consensus``; attaching the same
   ``command_id`` twice is a no-op.
-* **Receipts**: a receipt without ``session_id`` is ignored; one naming an unknown session
-  is ``unknown-session``; its ``agent_id`` must be the producer (``agent-mismatch``: a
-  receipt is the executing agent's own statement). Receipts are recorded whatever the
+* **Receipts** (``sessions.receipt_recorded``): one naming an unknown session is
+  ``unknown-session``; its ``agent_id`` must be the producer of the original receipt,
+  ``receipt_producer`` (``agent-mismatch``: a receipt is the executing agent's own
+  statement); the record keeps the original receipt's event id, producer and time, and
+  which worker forwarded it (``forwarded_by``). Receipts are recorded whatever the
   session's state — commands attached before the close finish after it — once per
   command, and do not reset the idle timer (the schema: a session expires "when no
   command attaches for this long"). A receipt reports failure when ``success`` is false
@@ -41,15 +47,12 @@ Rules
 Refusals raise ``InvalidEvent`` before any write: ``invalid-payload``, ``subject-mismatch``
 (a session event keyed by something else than its session id), and the reasons above.
 
-Partitioning caveat: a session's own events share one partition and are ordered; receipts
-come from the ``receipts`` topic, keyed by *command*, so they are not co-partitioned with
-their session. They interleave with the session's events in fold order (a receipt may
-even be folded before the session's ``sessions.opened``: refused as ``unknown-session``,
-dead-lettered with its bytes for a retry), and a partitioned worker only sees them if it
-reads every ``receipts`` partition — and then writes session records from a receipts
-partition. Replays and single-store engines are exact; a partitioned runtime should
-forward receipts to the session's partition (e.g. a session-keyed event derived by the
-command worker) rather than fold ``receipts`` here directly.
+Partitioning: receipts live on the ``receipts`` topic, keyed by *command*, so folding them
+here would write session records from receipts partitions (another table shard, an
+order Kafka does not fix). The coordination domain forwards them instead: the forwarded
+event lands in the session's partition after everything written there before it, and a
+forwarded receipt that arrives before its session's ``sessions.opened`` is refused as
+``unknown-session`` (dead-lettered with its bytes), identically everywhere.
 
 Store layout
 ------------
@@ -83,7 +86,7 @@ from swarmlog.projections.consensus import (
 OPENED = "sessions.opened"
 ATTACHED = "sessions.command_attached"
 CLOSED_EVENT = "sessions.closed"
-RECEIPT = "commands.receipt"
+RECEIPT = "sessions.receipt_recorded"
 
 OPEN, CLOSED, EXPIRED, ABORTED = "OPEN", "CLOSED", "EXPIRED", "ABORTED"
 END_STATES = (CLOSED, EXPIRED, ABORTED)
@@ -128,7 +131,7 @@ class SessionProjection(Projection):
         if ctx.event_type == RECEIPT:
             receipt = self._check_receipt(store, ctx, payload)
             if receipt is None:
-                return self._advance(store, ctx)  # no session: only the clock moves
+                return self._advance(store, ctx)  # already recorded: only the clock moves
             return self._advance(store, ctx) + self._receipt(store, ctx, receipt)
         raise InvalidEvent("unsupported-event-type", ctx.event_type)
 
@@ -224,9 +227,7 @@ class SessionProjection(Projection):
         return {"session_id": session_id, "state": state, "reason": reason}
 
     def _check_receipt(self, store: StateStore, ctx: EventContext, payload: dict[str, Any]) -> dict[str, Any] | None:
-        session_id = field_optional_text(payload, "session_id")
-        if session_id is None:
-            return None
+        session_id = field_text(payload, "session_id", key_safe=True)
         command_id = field_text(payload, "command_id", key_safe=True)
         agent_id = field_text(payload, "agent_id")
         capability = field_text(payload, "capability")
@@ -238,17 +239,20 @@ class SessionProjection(Projection):
         error_rate = field_number(payload, "error_rate", 0.0)
         if duration_ms < 0 or not 0.0 <= error_rate <= 1.0:
             raise InvalidEvent("invalid-payload", f"duration_ms {duration_ms} / error_rate {error_rate} out of range")
-        if "/" in session_id or not session_id:
-            raise InvalidEvent("invalid-payload", f"session_id {session_id!r}")
-        if agent_id != ctx.producer:
-            raise InvalidEvent("agent-mismatch", f"{agent_id} is not the producer {ctx.producer}")
+        receipt_producer = field_text(payload, "receipt_producer")
+        receipt_event_id = field_text(payload, "receipt_event_id")
+        receipt_ms = field_int(payload, "receipt_ms")
+        if agent_id != receipt_producer:
+            raise InvalidEvent("agent-mismatch", f"{agent_id} is not the receipt's producer {receipt_producer}")
         self._session(store, session_id)
+        self._check_subject(ctx, session_id)
         seen = store.get(f"cmd/{session_id}/{command_id}")
         if isinstance(seen, dict) and seen.get("receipt"):
             return None  # the first receipt of a command is the one that counts
         return {"session_id": session_id, "command_id": command_id, "agent_id": agent_id,
                 "capability": capability, "success": success, "timed_out": timed_out,
-                "duration_ms": duration_ms, "error_rate": error_rate}
+                "duration_ms": duration_ms, "error_rate": error_rate, "receipt_event_id": receipt_event_id,
+                "receipt_ms": receipt_ms}
 
     # ------------------------------------------------------------------ effects
     def _advance(self, store: StateStore, ctx: EventContext) -> list[Derived]:
@@ -320,7 +324,8 @@ class SessionProjection(Projection):
                              "agent_id": receipt["agent_id"], "success": receipt["success"],
                              "timed_out": receipt["timed_out"], "error_rate": receipt["error_rate"],
                              "duration_ms": receipt["duration_ms"], "attached": attached,
-                             "timestamp_ms": ctx.timestamp_ms, "event_id": ctx.event_id}, counters)
+                             "timestamp_ms": receipt["receipt_ms"], "event_id": receipt["receipt_event_id"],
+                             "forwarded_by": ctx.producer}, counters)
         store.put(f"cmd/{session_id}/{command_id}", {**(seen if isinstance(seen, dict) else {}), "receipt": True})
         store.put(_session_key(session_id), session)
         return []

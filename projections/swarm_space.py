@@ -18,6 +18,7 @@ from swarmlog.projections.flocking import (
     SHAPES,
     Boid,
     FlockParams,
+    assign_nearest,
     assign_slots,
     flocking_force,
     formation_error,
@@ -169,14 +170,18 @@ def steering(store: StateStore, swarm_id: str, params: FlockParams | None = None
 
 
 def formation_targets(store: StateStore, swarm_id: str) -> dict[str, tuple[float, float]]:
-    """Slot per member of the swarm's current formation (members in the order given, else sorted)."""
+    """Slot per member of the swarm's current formation: in the order the command lists, or,
+    for "all members", each agent to a near slot (``assign_nearest``)."""
     order = store.get(f"formation/{swarm_id}")
     if not isinstance(order, dict):
         return {}
-    members = order["members"] or sorted(swarm_boids(store, swarm_id))
+    boids = swarm_boids(store, swarm_id)
+    members = order["members"] or sorted(boids)
     slots = formation_slots(order["shape"], len(members), (order["anchor"][0], order["anchor"][1]),
                             order["spacing"], order["heading_rad"])
-    return assign_slots(members, slots)
+    if order["members"]:
+        return assign_slots(members, slots)
+    return assign_nearest(boids, slots)  # no order given: nearest slots, short uncrossed paths
 
 
 def swarm_metrics(store: StateStore, swarm_id: str) -> dict[str, float]:

@@ -13,7 +13,9 @@ import hashlib
 import time
 import zlib
 from dataclasses import dataclass, field
+from types import ModuleType
 
+from swarmlog.streams import speedups
 from swarmlog.streams.avro_compile import VARINT_SMALL as _SMALL
 from swarmlog.streams.avro_compile import write_long
 from swarmlog.streams.codec import MAGIC, SchemaEntry, SchemaStore, default_store
@@ -25,8 +27,8 @@ from swarmlog.streams.envelope import (
     seal_signing_message,
 )
 from swarmlog.streams.identity import Identity
-from swarmlog.streams.ids import uuid7, uuid7_batch
-from swarmlog.streams.merkle import leaf_hash, root_from_leaf_hashes
+from swarmlog.streams.ids import uuid7, uuid7_batch, uuid7_reserve
+from swarmlog.streams.merkle import root as merkle_root
 
 _sha256 = hashlib.sha256
 _crc32 = zlib.crc32
@@ -46,6 +48,10 @@ class EventRef:
     lane: str
     seq: int
     hash: bytes
+
+
+# EventRef's fields in constructor order, for _speedups.slot_objects
+_REF_FIELDS = ("event_id", "topic", "partition", "lane", "seq", "hash")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +147,10 @@ class ChainWriter:
         read per batch, lookups hoisted, partition = crc32(key) % partitions. Returns the
         references and the (partition, key, value) records to write, in order.
         """
+        native = speedups.native
+        if native is not None and bodies:
+            c_refs, parts, values = self._append_many_native(native, entry, bodies, keys, topic, partitions)
+            return c_refs, list(zip(parts, keys, values, strict=True))
         event_type = entry.event_type or entry.full_name
         ts_bytes = write_long(time.time_ns() // 1_000_000)
         header = self._header
@@ -177,6 +187,50 @@ class ChainWriter:
         self.open_count += len(bodies)
         return refs, records
 
+    def append_many_columns(self, entry: SchemaEntry, bodies: list[bytes], keys: list[bytes], topic: str,
+                            partitions: int) -> tuple[list[EventRef], list[int], list[bytes]]:
+        """``append_many`` returning (refs, partitions, values) columns: no tuple per record."""
+        native = speedups.native
+        if native is not None and bodies:
+            return self._append_many_native(native, entry, bodies, keys, topic, partitions)
+        refs, records = self.append_many(entry, bodies, keys, topic, partitions)
+        return refs, [r[0] for r in records], [r[2] for r in records]
+
+    def _append_many_native(self, native: ModuleType, entry: SchemaEntry, bodies: list[bytes], keys: list[bytes],
+                            topic: str, partitions: int) -> tuple[list[EventRef], list[int], list[bytes]]:
+        """``append_many``'s loop in C (``_speedups.chain_many``): same bytes, same lane state."""
+        event_type = entry.event_type or entry.full_name
+        ts_bytes = write_long(time.time_ns() // 1_000_000)
+        parts: list[int] = native.partitions(keys, partitions)
+        prefixes: list[bytes | None] = [None] * partitions
+        next_seqs: list[int] = [0] * partitions
+        last_hashes: list[bytes] = [ZERO_HASH] * partitions
+        open_lists: list[list[bytes] | None] = [None] * partitions
+        used: list[_Lane | None] = [None] * partitions
+        lanes = self._lanes
+        for partition in dict.fromkeys(parts):  # first-seen order, as the Python loop creates lanes
+            lane = lanes.get((topic, partition)) or self._new_lane(topic, partition)
+            used[partition] = lane
+            prefixes[partition] = lane.prefix_cache.get(event_type) or self._new_prefix(lane, entry, event_type)
+            next_seqs[partition] = lane.next_seq
+            last_hashes[partition] = lane.last_hash
+            if not lane.open_hashes:
+                lane.first_open_seq = lane.next_seq
+            open_lists[partition] = lane.open_hashes
+        ms, first, salt = uuid7_reserve(len(bodies))
+        values, ids, digests, seqs = native.chain_many(self._header, ts_bytes, ms, first, salt, bodies, keys, parts,
+                                                       prefixes, next_seqs, last_hashes, open_lists)
+        names: list[str] = [""] * partitions
+        for partition, touched in enumerate(used):
+            if touched is not None:
+                touched.next_seq = next_seqs[partition]
+                touched.last_hash = last_hashes[partition]
+                names[partition] = touched.name
+        self.open_count += len(bodies)
+        refs: list[EventRef] = native.slot_objects(EventRef, _REF_FIELDS, (
+            ids, topic, parts, list(map(names.__getitem__, parts)), seqs, digests), len(ids))
+        return refs, parts, values
+
     def _new_lane(self, topic: str, partition: int) -> _Lane:
         lane = self._lanes[(topic, partition)] = _Lane(topic, partition, f"{topic}/{partition}")
         return lane
@@ -200,7 +254,7 @@ class ChainWriter:
                 "lane": lane.name,
                 "first_seq": lane.first_open_seq,
                 "last_seq": lane.first_open_seq + len(lane.open_hashes) - 1,
-                "root": root_from_leaf_hashes([leaf_hash(h) for h in lane.open_hashes]),
+                "root": self._lane_root(lane.open_hashes),
             })
         statement = self.codec.encode_statement({
             "seal_id": uuid7(),
@@ -225,6 +279,15 @@ class ChainWriter:
             lane.open_hashes = []
         self.open_count = 0
         return out
+
+
+    @staticmethod
+    def _lane_root(hashes: list[bytes]) -> bytes:
+        native = speedups.native
+        if native is not None:
+            root: bytes = native.merkle_root_leaves(hashes)
+            return root
+        return merkle_root(hashes)  # pure-Python RFC 9162, leaves hashed as HASH(0x00 || h)
 
 
 def _str(text: str) -> bytes:

@@ -27,7 +27,9 @@ import fastavro
 import fastavro.validation
 from fastavro.schema import to_parsing_canonical_form
 
+from swarmlog.streams import speedups
 from swarmlog.streams.avro_compile import Decoder, Encoder, compile_schema
+from swarmlog.streams.avro_program import compile_program
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = 10
@@ -106,6 +108,9 @@ class SchemaEntry:
     encode_body: Encoder = field(repr=False)
     decode_body: Decoder = field(repr=False)
     attributes: dict[str, Any] = field(default_factory=dict)
+    # the generated pure-Python codec; ``encode_body``/``decode_body`` are the C ones when the extension is in use
+    py_encode_body: Encoder | None = field(default=None, repr=False)
+    py_decode_body: Decoder | None = field(default=None, repr=False)
 
     @property
     def event_type(self) -> str | None:
@@ -188,12 +193,13 @@ class SchemaStore:
         expanded = fastavro.parse_schema(copy.deepcopy(schema_json), named_schemas=before, expand=True)
         canonical = to_parsing_canonical_form(_define_once(expanded, set()))
         fp = fingerprint(canonical)
-        encode, decode = compile_schema(parsed, named)
+        py_encode, py_decode = compile_schema(parsed, named)
+        encode, decode = fast_codec(parsed, named, py_encode, py_decode)
         full_name = parsed["name"] if isinstance(parsed, dict) and "name" in parsed else canonical
         attributes = {k: v for k, v in schema_json.items() if k in ("event_type", "topic", "subject")} \
             if isinstance(schema_json, dict) else {}
         entry = SchemaEntry(full_name, version, source, schema_json, parsed, canonical, fp, encode, decode,
-                            attributes)
+                            attributes, py_encode, py_decode)
         existing = self._by_fp.get(fp)
         if existing is None:
             self._by_fp[fp] = entry
@@ -286,6 +292,18 @@ class SchemaStore:
         if buf.tell() != len(data):
             raise MalformedDataError(f"{len(data) - buf.tell()} trailing bytes after {writer.full_name} body")
         return _bytes_defaults(reader.parsed, value, self._named)
+
+
+def fast_codec(parsed: Any, named: dict[str, Any], py_encode: Encoder,
+               py_decode: Decoder) -> tuple[Encoder, Decoder]:
+    """The C encoder and decoder of a schema (each deferring to the Python one value by value), if built."""
+    native = speedups.native
+    if native is None:
+        return py_encode, py_decode
+    program = compile_program(parsed, named)
+    encoder: Encoder = native.Encoder(program, py_encode)
+    decoder: Decoder = native.Decoder(program, py_decode)
+    return encoder, decoder
 
 
 def encode_body(entry: SchemaEntry, record: Any) -> bytes:

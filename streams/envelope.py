@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from swarmlog.streams import speedups
 from swarmlog.streams.codec import (
     HEADER_SIZE,
     MAGIC,
@@ -119,8 +120,9 @@ class EnvelopeCodec:
         if end != len(value):
             raise MalformedDataError(f"{len(value) - end} trailing bytes after the envelope")
         auth = rec["auth"]
+        native = speedups.native
         if auth is None:
-            digest = hashlib.sha256(value).digest()
+            digest = native.sha256(value) if native is not None else hashlib.sha256(value).digest()
         else:
             tail = 1 + len(self._auth_encode(auth))
             digest = hashlib.sha256(value[:-tail] + b"\x00").digest()

@@ -48,10 +48,11 @@ class UUID7Generator:
                      0x8000000000000000 | ((counter & 0x3FFFFFFF) << 32) | self._salt)
 
 
-    def batch(self, n: int) -> list[bytes]:
-        """``n`` consecutive ids in one locked step (the bulk ingest path)."""
-        if n <= 0:
-            return []
+    def reserve(self, n: int) -> tuple[int, int]:
+        """Reserve ``n`` (>= 1) consecutive ids in one locked step: their millisecond and first counter.
+
+        The ids are ``pack_ids(ms, first, n, salt)``; the C ingest path packs them itself.
+        """
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms > self._last_ms:
@@ -66,10 +67,27 @@ class UUID7Generator:
                 first, last = 0, n - 1
                 self._last_ms = ms
             self._counter = last
-        hi_base = (ms << 16) | 0x7000
-        lo_base = 0x8000000000000000 | self._salt
-        pack = _PACK
-        return [pack(hi_base | (c >> 30), lo_base | ((c & 0x3FFFFFFF) << 32)) for c in range(first, last + 1)]
+        return ms, first
+
+    @property
+    def salt(self) -> int:
+        """The 32 random low bits shared by every id of this process."""
+        return self._salt
+
+    def batch(self, n: int) -> list[bytes]:
+        """``n`` consecutive ids in one locked step (the bulk ingest path)."""
+        if n <= 0:
+            return []
+        ms, first = self.reserve(n)
+        return pack_ids(ms, first, n, self._salt)
+
+
+def pack_ids(ms: int, first: int, n: int, salt: int) -> list[bytes]:
+    """The ``n`` UUIDv7s of millisecond ``ms`` with counters ``first``, ``first + 1``, ..."""
+    hi_base = (ms << 16) | 0x7000
+    lo_base = 0x8000000000000000 | salt
+    pack = _PACK
+    return [pack(hi_base | (c >> 30), lo_base | ((c & 0x3FFFFFFF) << 32)) for c in range(first, first + n)]
 
 
 _GENERATOR = UUID7Generator()
@@ -85,13 +103,26 @@ def uuid7_batch(n: int) -> list[bytes]:
     return _GENERATOR.batch(n)
 
 
+def uuid7_reserve(n: int) -> tuple[int, int, int]:
+    """(ms, first counter, salt) of ``n`` fresh ids, for code that packs them itself."""
+    ms, first = _GENERATOR.reserve(n)
+    return ms, first, _GENERATOR.salt
+
+
 def uuid7_str() -> str:
     return str(uuid.UUID(bytes=uuid7()))
 
 
 def uuid_text(raw: bytes) -> str:
-    """Canonical text form of 16 raw id bytes."""
-    return str(uuid.UUID(bytes=bytes(raw)))
+    """Canonical text form of 16 raw id bytes (what ``str(uuid.UUID(bytes=raw))`` gives).
+
+    Formatted from the hex string: building a ``uuid.UUID`` per event was a visible share
+    of replay time (every folded event's context carries its id as text).
+    """
+    if len(raw) != 16:
+        raise ValueError("bytes is not a 16-char string")
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid_bytes(text: str) -> bytes:

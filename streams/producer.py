@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from swarmlog.streams import speedups
 from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord
 from swarmlog.streams.codec import EncodeError, SchemaEntry, SchemaStore, default_store, encode_body
 from swarmlog.streams.envelope import IDENTITY_EVENT_TYPE
@@ -174,15 +175,22 @@ class EventProducer:
         """
         entry = self.store.for_event_type(event_type)
         encode = entry.encode_body
+        encode_many = getattr(encode, "encode_many", None)  # the C encoder's: one call per batch
+        native = speedups.native
         try:
-            bodies = [encode(p) for p in payloads]
+            bodies = encode_many(payloads) if encode_many is not None else [encode(p) for p in payloads]
         except Exception:
             bodies = [encode_body(entry, p) for p in payloads]  # re-raises as EncodeError naming the field
+        keys: list[bytes] | None = None
         if subjects is None:
-            subjects = [self._subject_of(entry, p) for p in payloads]
+            if native is not None and entry.subject_field:
+                keys = native.subject_keys(payloads, entry.subject_field)
+            if keys is None:
+                keys = [self._subject_of(entry, p).encode() for p in payloads]
         elif len(subjects) != len(payloads):
             raise ValueError("subjects and payloads differ in length")
-        keys = [s.encode() for s in subjects]
+        else:
+            keys = [s.encode() for s in subjects]
         topic_name = topic or self._topic_of(entry)
         refs: list[EventRef] = []
         with self._lock:
@@ -195,15 +203,26 @@ class EventProducer:
             start = 0
             while start < len(bodies):
                 room = max(1, self.seal_batch - self.chain.open_count)
-                chunk_refs, records = self.chain.append_many(
-                    entry, bodies[start:start + room], keys[start:start + room], topic_name, partitions)
-                if self.chain.open_count == len(records):
+                chunk_keys = keys[start:start + room]
+                chunk_refs, parts, values = self.chain.append_many_columns(
+                    entry, bodies[start:start + room], chunk_keys, topic_name, partitions)
+                if self.chain.open_count == len(values):
                     self._open_since = time.monotonic()
-                for partition, key, value in records:
-                    try:
-                        produce(topic_name, value, key, partition)
-                    except BufferError:
-                        self._send(OutRecord(topic_name, partition, key, value), report=False)
+                if native is not None:
+                    # the produce() loop in C; it stops at a full queue (BufferError) and we wait here
+                    done = 0
+                    while done < len(values):
+                        done = native.produce_each(produce, topic_name, values, chunk_keys, parts, done)
+                        if done < len(values):
+                            self._send(OutRecord(topic_name, parts[done], chunk_keys[done], values[done]),
+                                       report=False)
+                            done += 1
+                else:
+                    for partition, key, value in zip(parts, chunk_keys, values, strict=True):
+                        try:
+                            produce(topic_name, value, key, partition)
+                        except BufferError:
+                            self._send(OutRecord(topic_name, partition, key, value), report=False)
                 refs.extend(chunk_refs)
                 start += room
                 if self.chain.open_count >= self.seal_batch:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
 from swarmlog.streams.codec import SchemaStore
 from swarmlog.streams.verify import Keyring, RawRecord, Verdict, Verifier
@@ -129,13 +129,15 @@ def true_high_watermark(bootstrap: str, topic: str, partition: int, low: int, hi
     return true_high_watermarks(bootstrap, [(topic, partition, low, high)], timeout)[(topic, partition)]
 
 
-def read_records(bootstrap: str, ranges: Sequence[PartitionRange], *, batch: int = 10000,
-                 idle_timeout: float | None = None, stop: Callable[[], bool] | None = None,
-                 progress: Callable[[int], None] | None = None) -> Iterator[RawRecord]:
-    """Yield every record of the ranges in per-partition order.
+def read_messages(bootstrap: str, ranges: Sequence[PartitionRange], *, batch: int = 10000,
+                  idle_timeout: float | None = None, stop: Callable[[], bool] | None = None,
+                  progress: Callable[[int], None] | None = None) -> Iterator[list[Message]]:
+    """Yield batches of confluent-kafka messages of the ranges, each partition in order.
 
     Bounded ranges end at their stop offsets; unbounded ones (follow) run until ``stop()``
-    returns true or nothing arrived for ``idle_timeout`` seconds.
+    returns true or nothing arrived for ``idle_timeout`` seconds. Error messages and
+    messages past a range's end are already dropped. Batches (not single messages) so the
+    hot loops of replay and archive run over a local list.
     """
     todo = [r for r in ranges if r.stop is None or r.start < r.stop]
     if not todo:
@@ -155,35 +157,46 @@ def read_records(bootstrap: str, ranges: Sequence[PartitionRange], *, batch: int
                     return
                 continue
             last_data = time.monotonic()
-            emitted = 0
+            out: list[Message] = []
+            append = out.append
+            finished = False
             for msg in messages:
-                err = msg.error()
-                if err is not None:
-                    log.warning("read error on %s[%s]: %s", msg.topic(), msg.partition(), err)
+                if msg.error() is not None:
+                    log.warning("read error on %s[%s]: %s", msg.topic(), msg.partition(), msg.error())
                     continue
-                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                if topic is None or partition is None or offset is None:
-                    continue
-                tp = (topic, partition)
-                limit = stops.get(tp)
-                if limit is not None and offset >= limit:
-                    continue
-                value = msg.value()
-                yield RawRecord(tp[0], tp[1], offset, msg.key(), value if value is not None else b"",
-                                msg.timestamp()[1])
-                emitted += 1
-                if limit is not None and offset >= limit - 1:
-                    open_parts.discard(tp)
-            if progress is not None and emitted:
-                progress(emitted)
-            # Partitions that reached their stop are paused so the rest keep the fetch budget.
-            finished = [TopicPartition(t, p) for (t, p) in stops if (t, p) not in open_parts]
+                tp = (msg.topic(), msg.partition())
+                limit = stops.get(tp)  # type: ignore[arg-type]
+                if limit is not None:
+                    offset = msg.offset()
+                    if offset is None or offset >= limit:
+                        continue
+                    if offset >= limit - 1:
+                        open_parts.discard(tp)
+                        finished = True
+                append(msg)
+            if out:
+                if progress is not None:
+                    progress(len(out))
+                yield out
             if finished:
-                consumer.pause(finished)
+                # Partitions that reached their stop are paused so the rest keep the fetch budget.
+                consumer.pause([TopicPartition(t, p) for (t, p) in stops if (t, p) not in open_parts])
     except KafkaException as exc:
         raise ReadError(f"read failed: {exc}") from None
     finally:
         consumer.close()
+
+
+def read_records(bootstrap: str, ranges: Sequence[PartitionRange], *, batch: int = 10000,
+                 idle_timeout: float | None = None, stop: Callable[[], bool] | None = None,
+                 progress: Callable[[int], None] | None = None) -> Iterator[RawRecord]:
+    """Yield every record of the ranges in per-partition order (see ``read_messages``)."""
+    for messages in read_messages(bootstrap, ranges, batch=batch, idle_timeout=idle_timeout, stop=stop,
+                                  progress=progress):
+        for msg in messages:
+            value = msg.value()
+            yield RawRecord(msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                            value if value is not None else b"", msg.timestamp()[1])
 
 
 def read_verified(bootstrap: str, topics: Sequence[str], *, from_beginning: bool = True,
@@ -205,5 +218,5 @@ def read_verified(bootstrap: str, topics: Sequence[str], *, from_beginning: bool
     yield from verifier.finish()
 
 
-__all__ = ["OFFSET_BEGINNING", "OFFSET_END", "PartitionRange", "ReadError", "plan_ranges", "read_records",
-           "read_verified"]
+__all__ = ["OFFSET_BEGINNING", "OFFSET_END", "PartitionRange", "ReadError", "plan_ranges", "read_messages",
+           "read_records", "read_verified"]

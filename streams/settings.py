@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     ledger_checkpoint_leaves: int = Field(default=1000, ge=1, description="Checkpoint a lane every N new leaves.")
     ledger_checkpoint_interval_ms: int = Field(
         default=60_000, ge=1, description="...or when this much EVENT time passed since its last checkpoint.")
+    unsealed_window: int = Field(
+        default=100_000,
+        ge=1,
+        description="A verifier gives up an event still waiting for its seal once its partition holds this many "
+        "later records (offset distance): it is dead-lettered as 'unsealed' (docs/architecture.md).",
+    )
 
     @property
     def keystore_dir(self) -> Path:

@@ -16,6 +16,12 @@ Rules (see docs/security.md):
 * Seals and inline signatures only count with the producer's identity document (it
   binds the ML-DSA-65 key to the did:key); a revoked DID authenticates nothing after
   its revocation was fed in.
+* An unsigned event that its seal never reaches is **unsealed** (given up), decided by
+  log position only, so every reader of the partition decides it at the same record:
+  (a) a later seal of the same producer stream in the same lane starts after its seq
+  (seals of one lane are written in seq order into the lane's own partition, so the
+  seal that would cover it can no longer come), or (b) its partition already holds
+  ``unsealed_window`` later records (offset ≥ its offset + window) and none sealed it.
 * Events are released in the order they become authenticated: inline-signed ones at
   their own position, sealed ones at their seal's position, in seq order. That order is
   a function of the log alone, so replays fold exactly as the live workers did.
@@ -24,12 +30,13 @@ Rules (see docs/security.md):
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from swarmlog.streams import speedups
 from swarmlog.streams.codec import CodecError, SchemaStore, default_store
 from swarmlog.streams.envelope import (
     IDENTITY_EVENT_TYPE,
@@ -53,6 +60,7 @@ class Status(StrEnum):
     REVOKED_KEY = "revoked-key"
     MALFORMED = "malformed"
     UNKNOWN_SCHEMA = "unknown-schema"
+    UNSEALED = "unsealed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,7 @@ class _LaneState:
     inline_ok: set[int] = field(default_factory=set)
     min_seen: int = -1
     max_auth_seq: int = -1
+    given_up: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
 
 class Keyring:
@@ -174,10 +183,20 @@ class Verifier:
     """Incremental log verifier; see the module docstring for the rules."""
 
     def __init__(self, store: SchemaStore | None = None, keyring: Keyring | None = None,
-                 history: int = 4096, from_start: bool = True) -> None:
+                 history: int = 4096, from_start: bool = True, unsealed_window: int | None = None) -> None:
         """``from_start``: the input begins at the start of the log, so a sealed event
         that never arrived is a real loss; reading from the middle, only gaps after the
-        first event seen in a lane count."""
+        first event seen in a lane count. ``unsealed_window``: offset distance after
+        which a pending event is given up (default: the ``unsealed_window`` setting)."""
+        if unsealed_window is None:
+            from swarmlog.streams.settings import get_settings
+
+            unsealed_window = get_settings().unsealed_window
+        if unsealed_window < 1:
+            raise ValueError("unsealed_window must be >= 1")
+        self.unsealed_window = unsealed_window
+        # per Kafka partition: (offset, lane key, seq, arrival) of pending events, in arrival order
+        self._waiting: dict[tuple[str, int], deque[tuple[int, tuple[bytes, str], int, int]]] = {}
         self.from_start = from_start
         self.store = store or default_store()
         self.codec = EnvelopeCodec(self.store)
@@ -194,6 +213,9 @@ class Verifier:
     def feed(self, record: RawRecord) -> list[Verdict]:
         """Verdicts decided by this record (possibly for earlier records, when it is a seal)."""
         verdicts = self._feed(record)
+        waiting = self._waiting.get((record.topic, record.partition))
+        if waiting and waiting[0][0] + self.unsealed_window <= record.offset:
+            verdicts += self._give_up_window(record, waiting)
         for verdict in verdicts:
             key = verdict.status.value if verdict.kind == "event" else f"seal-{verdict.status.value}"
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -218,6 +240,7 @@ class Verifier:
                         out.append(Verdict(Status.PENDING, cand.record, cand.event,
                                            "no seal covering this event has been seen"))
             lane.pending.clear()
+        self._waiting.clear()
         for verdict in out:
             self.counts[verdict.status.value] = self.counts.get(verdict.status.value, 0) + 1
         return out
@@ -227,7 +250,9 @@ class Verifier:
         if not isinstance(value, (bytes, bytearray)) or not value:
             return [Verdict(Status.MALFORMED, record, None, "empty record value")]
         if self.codec.is_seal(value):
-            return self._on_seal(record)
+            verdicts = self._on_seal(record)
+            self._prune_waiting(record)
+            return verdicts
         try:
             event = self.codec.decode(bytes(value))
         except CodecError as exc:
@@ -252,7 +277,10 @@ class Verifier:
             self._did_problems[event.producer] = did_problem
         if did_problem:
             return [Verdict(Status.UNKNOWN_KEY, record, event, f"producer is not a valid did:key: {did_problem}")]
-        lane = self._lanes.setdefault(event.stream_key, _LaneState())
+        stream_key = (event.stream_id, event.lane)
+        lane = self._lanes.get(stream_key)
+        if lane is None:  # not setdefault: a fresh _LaneState per event was a visible cost
+            lane = self._lanes[stream_key] = _LaneState()
         seq = event.seq
         if seq < 0:
             return [Verdict(Status.MALFORMED, record, event, "negative sequence number")]
@@ -276,7 +304,13 @@ class Verifier:
             if verdict is not None:
                 return [verdict]
         self._arrivals += 1
-        lane.pending.setdefault(seq, []).append(_Candidate(event, record, self._arrivals))
+        candidate = _Candidate(event, record, self._arrivals)
+        if candidates is None:
+            lane.pending[seq] = [candidate]
+        else:
+            candidates.append(candidate)
+        self._waiting.setdefault((record.topic, record.partition), deque()).append(
+            (record.offset, event.stream_key, seq, self._arrivals))
         return []
 
     def _check_inline(self, record: RawRecord, event: Event, lane: _LaneState, late: bool) -> Verdict | None:
@@ -336,13 +370,16 @@ class Verifier:
         if last < first or len(leaves) != last - first + 1:
             return [Verdict(Status.FORGED, record, None, "seal leaf count does not match its seq range",
                             kind="seal")]
-        if root_from_leaf_hashes([leaf_hash(h) for h in leaves]) != lane_root["root"]:
+        if _lane_root(leaves) != lane_root["root"]:
             return [Verdict(Status.FORGED, record, None, "seal leaves do not hash to the signed root",
                             kind="seal")]
         if statement["producer"] in self.keyring.revoked:
             return [Verdict(Status.REVOKED_KEY, record, None,
                             f"seal by revoked producer {statement['producer']}", kind="seal")]
-        lane = self._lanes.setdefault((statement["stream_id"], seal["lane"]), _LaneState())
+        stream_key = (statement["stream_id"], seal["lane"])
+        lane = self._lanes.get(stream_key)
+        if lane is None:
+            lane = self._lanes[stream_key] = _LaneState()
         return self._apply_seal(record, seal["lane"], lane, first, leaves)
 
     def _verify_statement(self, seal: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -401,7 +438,10 @@ class Verifier:
                 else:
                     out.append(Verdict(Status.FORGED, cand.record, cand.event,
                                        f"{lane_name} seq {seq} is not the sealed event"))
-            if chosen is None and (self.from_start or 0 <= lane.min_seen <= seq):
+            if chosen is None and seq in lane.given_up:
+                self.problems.append(Problem("sealed-after-give-up", lane_name, seq,
+                                             "sealed after it was dead-lettered as unsealed", record.position))
+            elif chosen is None and (self.from_start or 0 <= lane.min_seen <= seq):
                 self.problems.append(Problem("missing", lane_name, seq,
                                              f"sealed event {digest.hex()[:16]}… never arrived",
                                              record.position))
@@ -428,9 +468,50 @@ class Verifier:
                 out.append(Verdict(Status.AUTHENTICATED, cand.record, cand.event, "sealed"))
             lane.max_auth_seq = max(lane.max_auth_seq, cand.event.seq)
         last = first + len(leaves) - 1
+        for seq in sorted(s for s in lane.pending if s < first):
+            # (a) this seal starts after seq: the seal that would cover it can no longer come
+            for cand in lane.pending.pop(seq):
+                out.append(self._unsealed(lane, cand, f"{lane_name} seq {seq}: a later seal of its producer "
+                                                      f"(seq {first}..{last}) does not cover it"))
         if last > lane.sealed_upto:
             lane.sealed_upto = last
             lane.sealed_hash = leaves[-1]
+        return out
+
+    # ------------------------------------------------------------------ giving up
+    def _unsealed(self, lane: _LaneState, cand: _Candidate, reason: str) -> Verdict:
+        lane.given_up[cand.event.seq] = None
+        if len(lane.given_up) > self.history:
+            lane.given_up.popitem(last=False)
+        return Verdict(Status.UNSEALED, cand.record, cand.event, reason)
+
+    def _prune_waiting(self, record: RawRecord) -> None:
+        """Drop decided events from the front of the partition's queue (after a seal: amortised O(1))."""
+        waiting = self._waiting.get((record.topic, record.partition))
+        while waiting:
+            _offset, lane_key, seq, arrival = waiting[0]
+            lane = self._lanes.get(lane_key)
+            candidates = lane.pending.get(seq) if lane is not None else None
+            if candidates and any(c.arrival == arrival for c in candidates):
+                return
+            waiting.popleft()
+
+    def _give_up_window(self, record: RawRecord,
+                        waiting: deque[tuple[int, tuple[bytes, str], int, int]]) -> list[Verdict]:
+        """(b) events of ``record``'s partition pending for ``unsealed_window`` offsets or more."""
+        out: list[Verdict] = []
+        while waiting and waiting[0][0] + self.unsealed_window <= record.offset:
+            _offset, lane_key, seq, arrival = waiting.popleft()
+            lane = self._lanes.get(lane_key)
+            candidates = lane.pending.get(seq) if lane is not None else None
+            if not candidates or lane is None:
+                continue  # decided meanwhile (sealed, forged, given up by rule a)
+            for cand in [c for c in candidates if c.arrival == arrival]:
+                candidates.remove(cand)
+                out.append(self._unsealed(lane, cand, f"{cand.event.lane} seq {seq}: no seal within "
+                                                      f"{self.unsealed_window} records of its partition"))
+            if not candidates:
+                del lane.pending[seq]
         return out
 
     # ------------------------------------------------------------------ misc
@@ -447,3 +528,12 @@ class Verifier:
 
 
 _STATUS_VALUES = {status.value for status in Status}
+
+
+def _lane_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 root over the leaves ``HASH(0x00 || h)``; in C when the extension is built."""
+    native = speedups.native
+    if native is not None and type(leaves) is list and all(type(h) is bytes for h in leaves):
+        root: bytes = native.merkle_root_leaves(leaves)
+        return root
+    return root_from_leaf_hashes([leaf_hash(h) for h in leaves])

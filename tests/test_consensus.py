@@ -20,10 +20,8 @@ from swarmlog.projections.base import (
     Derived,
     EventContext,
     InvalidEvent,
-    MemoryStore,
     Stores,
     canonical_json,
-    fold,
     snapshot,
 )
 from swarmlog.projections.consensus import ConsensusProjection, get_proposal, open_proposals
@@ -33,6 +31,8 @@ from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.envelope import EnvelopeCodec, Event
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.verify import RawRecord
+from tests.support.logs import FoldRun
+from tests.support.logs import interleave as merge
 
 SCHEMAS = default_store()
 CODEC = EnvelopeCodec(SCHEMAS)
@@ -80,30 +80,12 @@ class Net:
         return self._event(voter if by is None else by, VOTE, body, pid, ts, partition)
 
 
-@dataclass
-class Run:
+class Run(FoldRun[ConsensusProjection]):
     """Folds events into one store and keeps what came out."""
-
-    projection: ConsensusProjection
-    store: MemoryStore
-    derived: list[Derived]
-    refused: list[str]
 
     @classmethod
     def new(cls, **kwargs: Any) -> Run:
-        return cls(ConsensusProjection(**kwargs), MemoryStore(), [], [])
-
-    def feed(self, *events: Folded) -> list[Derived]:
-        out: list[Derived] = []
-        for event, payload in events:
-            try:
-                derived = fold(self.projection, Stores(self.store), event, payload)
-            except InvalidEvent as exc:
-                self.refused.append(exc.reason)
-                continue
-            out += derived or []
-        self.derived += out
-        return out
+        return cls(ConsensusProjection(**kwargs))
 
     def proposal(self, pid: str) -> dict[str, Any]:
         found = get_proposal(self.store, pid)
@@ -642,17 +624,8 @@ def test_redelivery_never_changes_the_store_or_the_decisions(policies: list[str]
 
 
 def interleave(events: list[Folded], rng: random.Random) -> list[Folded]:
-    """Any merge of the per-partition sequences (Kafka orders only within a partition)."""
-    queues: dict[str, list[Folded]] = {}
-    for folded in events:
-        queues.setdefault(folded[0].lane, []).append(folded)
-    merged = []
-    while queues:
-        lane = rng.choice(sorted(queues))
-        merged.append(queues[lane].pop(0))
-        if not queues[lane]:
-            del queues[lane]
-    return merged
+    """Any merge of the per-lane sequences (Kafka orders only within a partition)."""
+    return merge(events, rng, key=lambda folded: folded[0].lane)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -25,6 +25,7 @@ from swarmlog.streams.chain import ChainWriter, OutRecord
 from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.verify import RawRecord
+from tests.support.logs import to_raw
 
 STORE = default_store()
 IDENTITY_ENTRY = STORE.for_event_type("trust.identity")
@@ -71,12 +72,7 @@ def make_log(identity: Identity, payloads: list[dict[str, Any]], partitions: int
         if (i + 1) % seal_every == 0:
             out.extend(writer.seal())
     out.extend(writer.seal())
-    offsets: dict[tuple[str, int], int] = {}
-    records = []
-    for rec in out:
-        offsets[(rec.topic, rec.partition)] = offsets.get((rec.topic, rec.partition), -1) + 1
-        records.append(RawRecord(rec.topic, rec.partition, offsets[(rec.topic, rec.partition)], rec.key, rec.value))
-    return records
+    return to_raw(out)
 
 
 def dl(topic: str, reason: str = "x", offset: int = 0) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from swarmlog.streams.keystore import Keystore
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records, read_verified
 from swarmlog.streams.verify import Status
-from tests.test_worker import WorkerProcess, changelog_state, payload, wait_for, worker_env  # noqa: F401
+from tests.test_worker import AppWithTestDomain, changelog_state, payload, wait_for, worker_env  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,8 @@ def test_workers_ledger_equals_replay_across_failover_and_checkpoints_verify(
         producer.flush()
 
     send(0, 150)
-    first = WorkerProcess(env, "w1", tmp_path)
-    second: WorkerProcess | None = None
-    logs = [first.log]
+    first = AppWithTestDomain(env, "w1", tmp_path)
+    second: AppWithTestDomain | None = None
     changelog = f"{worker_env['TEST_APP_ID']}-swarmlog-ledger-test-changelog"
     policy = LedgerPolicy(checkpoint_leaves=EVERY, checkpoint_interval_ms=3_600_000)
 
@@ -69,15 +68,13 @@ def test_workers_ledger_equals_replay_across_failover_and_checkpoints_verify(
         return canonical_json(live) == canonical_json(snapshot(replayed(), include_marks=True))
 
     try:
-        wait_for(lambda: len(checkpoints(bootstrap, ledger_topic)) >= 2, 90, "checkpoints from worker 1", logs,
-                 [first])
-        second = WorkerProcess(env, "w2", tmp_path)
-        logs.append(second.log)
+        wait_for(lambda: len(checkpoints(bootstrap, ledger_topic)) >= 2, 90, "checkpoints from worker 1", [first])
+        second = AppWithTestDomain(env, "w2", tmp_path)
         send(150, 300)
         time.sleep(3)
         first.stop(signal.SIGKILL)  # no clean shutdown: its lanes move with their table changelog
         send(300, 450)
-        wait_for(live_equals_replay, 150, "live ledger == replay of the log", logs, [second])
+        wait_for(live_equals_replay, 150, "live ledger == replay of the log", [second])
 
         # the CLI against the running worker (its HTTP views) and against the log agree
         cli_env = {**env, "SWARMLOG_HOME": str(tmp_path)}

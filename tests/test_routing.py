@@ -37,6 +37,7 @@ from swarmlog.streams.chain import ChainWriter, OutRecord
 from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.verify import RawRecord
+from tests.support.logs import to_raw
 from tests.test_registry import (
     AGENTS,
     CAPS,
@@ -47,6 +48,7 @@ from tests.test_registry import (
     frozen,
     health_changed,
     identity,
+    play_agents_op,
     receipt,
     refusal,
     registered,
@@ -404,12 +406,7 @@ def test_engine_replay_folds_both_projections() -> None:
         _ref, value = writer.append(entry, encode_body(entry, payload), subject, str(entry.topic), 0)
         out.append(OutRecord(str(entry.topic), 0, subject.encode(), value))
     out.extend(writer.seal())
-    offsets: dict[tuple[str, int], int] = {}
-    records = []
-    for rec in out:
-        offsets[(rec.topic, rec.partition)] = offsets.get((rec.topic, rec.partition), -1) + 1
-        records.append(RawRecord(rec.topic, rec.partition, offsets[(rec.topic, rec.partition)], rec.key, rec.value))
-    engine, outcome = replay(records, [RegistryProjection(), RoutingProjection()])
+    engine, outcome = replay(to_raw(out), [RegistryProjection(), RoutingProjection()])
     assert outcome.dead_letters == []
     assert [(d.event_type, d.payload["agent_id"]) for _e, d in outcome.derived] == [("commands.routed", "b")]
     cmd = snapshot(engine.stores["routing"])["cmd/c1"]
@@ -445,15 +442,9 @@ fabric_ops = st.tuples(
 def play(f: Fabric, ops: list[tuple[Any, ...]]) -> None:
     for op in ops:
         kind, rest = op[0], op[1:]
-        if kind == "register":
-            f.register(rest[0], rest[1], max_concurrency=rest[2])
-        elif kind == "heartbeat":
-            f.heartbeat(rest[0], health=rest[1], load=rest[2], latency=rest[3])
-        elif kind == "health":
-            f.emit("monitor", "agents.health_changed", health_changed(rest[0], rest[1], 0.8))
-        elif kind == "deregister":
-            f.emit(rest[0], "agents.deregistered", {"agent_id": rest[0], "reason": "SHUTDOWN"})
-        elif kind == "request":
+        if play_agents_op(f, op, 0.8):
+            continue
+        if kind == "request":
             try:
                 f.request(rest[0], rest[1], rest[2], target=rest[3])
             except InvalidEvent as exc:
@@ -464,8 +455,6 @@ def play(f: Fabric, ops: list[tuple[Any, ...]]) -> None:
             agent = cmd["agent"] if use_routed and cmd and cmd["agent"] else other_agent
             capability = cmd["capability"] if cmd and cmd["capability"] else CAPS[0]
             f.receipt(command_id, agent, capability, success=success)
-        else:
-            f.tick(rest[0])
 
 
 def check_routing(f: Fabric) -> None:

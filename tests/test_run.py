@@ -22,6 +22,7 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["complete"] is True
+    assert summary["worker_caught_up"] is True  # the worker folded the whole log before it stopped
     assert summary["commands_sent"] == 60
     assert summary["routed"] + summary["route_failed"] == 60
     assert summary["receipts"] == summary["routed"]
@@ -33,9 +34,10 @@ def test_swarmlog_run_completes_and_the_log_verifies(kafka_bootstrap: str, tmp_p
     # plus the marketplace episode's receipts (executions billed to contracts, not brokered commands)
     assert sum(summary["commands_by_status"].values()) == 60 + summary["market"]["receipts"]
     # the worker's RocksDB tables (read back from their changelogs) equal a replay of the log
-    assert summary["live_tables_equal_replay"] == {
-        "routing": True, "consensus": True, "sessions": True, "market": True, "swarm_jobs": True,
-        "swarm_voting": True, "swarm_tasks": True, "swarm_space": True, "swarm_roles": True, "heal": True}
+    equal = summary["live_tables_equal_replay"]
+    assert set(equal) == {"agents", "routing", "consensus", "sessions", "market", "swarm_jobs", "swarm_voting",
+                          "swarm_tasks", "swarm_space", "swarm_roles", "heal", "trust"}, equal
+    assert all(equal.values()), equal
     market = summary["market"]
     statuses = sorted(c["status"] for c in market["contracts"].values())
     assert statuses == ["BREACHED", "FULFILLED"], market  # the slow seller breaks its latency SLA

@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmlog.projections.base import Derived, InvalidEvent, MemoryStore, Stores, fold, snapshot
+from swarmlog.projections.base import Derived, EventContext, Stores, snapshot
+from swarmlog.projections.routing import session_receipt
 from swarmlog.projections.sessions import SessionProjection, get_session
 from swarmlog.streams.chain import ChainWriter
 from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.envelope import EnvelopeCodec, Event
 from swarmlog.streams.identity import Identity
+from tests.support.logs import FoldRun
 
 SCHEMAS = default_store()
 CODEC = EnvelopeCodec(SCHEMAS)
@@ -27,16 +28,18 @@ OPENED = SCHEMAS.for_event_type("sessions.opened")
 ATTACHED = SCHEMAS.for_event_type("sessions.command_attached")
 CLOSED = SCHEMAS.for_event_type("sessions.closed")
 RECEIPT = SCHEMAS.for_event_type("commands.receipt")
+FORWARDED = SCHEMAS.for_event_type("sessions.receipt_recorded")
 
-IDS = [Identity.generate(f"agent-{i}") for i in range(4)]
+IDS = [Identity.generate(f"agent-{i}") for i in range(5)]
 DIDS = [i.did for i in IDS]
-OWNER, PARTICIPANT, EXECUTOR, OUTSIDER = 0, 1, 2, 3
+OWNER, PARTICIPANT, EXECUTOR, OUTSIDER, WORKER = 0, 1, 2, 3, 4
 
 Folded = tuple[Event, dict[str, Any]]
 
 
 class Net:
-    """Agents writing session events (``sessions`` topic) and receipts (``receipts`` topic)."""
+    """Agents writing session events (``sessions`` topic) and receipts (``receipts`` topic); a worker
+    forwarding receipts that name a session into the session's partition (``routing.session_receipt``)."""
 
     def __init__(self) -> None:
         self.writers = [ChainWriter(identity, SCHEMAS) for identity in IDS]
@@ -57,40 +60,31 @@ class Net:
         body = dict(session_id=sid, command_id=cid, capability="database.query", agent_id=DIDS[EXECUTOR])
         return self._event(who, ATTACHED, body, sid, "sessions", ts)
 
-    def receipt(self, sid: str | None, cid: str, *, ts: int = 2, success: bool = True, timed_out: bool = False,
-                who: int = EXECUTOR, duration: int = 40) -> Folded:
+    def raw_receipt(self, sid: str | None, cid: str, *, ts: int = 2, success: bool = True, timed_out: bool = False,
+                    who: int = EXECUTOR, duration: int = 40) -> Folded:
+        """The executing agent's own ``commands.receipt`` (topic ``receipts``, keyed by command)."""
         body = dict(command_id=cid, agent_id=DIDS[EXECUTOR], capability="database.query", session_id=sid,
                     started_ms=ts - duration, finished_ms=ts, duration_ms=duration, success=success,
                     timed_out=timed_out, error=None if success else "boom")
         return self._event(who, RECEIPT, body, cid, "receipts", ts)
+
+    def receipt(self, sid: str, cid: str, *, ts: int = 2, forwarded_ts: int | None = None, **kwargs: Any) -> Folded:
+        """The receipt as the sessions domain sees it: forwarded by the worker into the session's partition."""
+        event, payload = self.raw_receipt(sid, cid, ts=ts, **kwargs)
+        [derived] = session_receipt(EventContext.of(event), payload)
+        assert derived.subject == sid
+        return self._event(WORKER, FORWARDED, derived.payload, sid, "sessions",
+                           ts if forwarded_ts is None else forwarded_ts)
 
     def close(self, sid: str, state: str = "CLOSED", *, ts: int = 3, who: int = OWNER) -> Folded:
         body = dict(session_id=sid, state=state, reason="done")
         return self._event(who, CLOSED, body, sid, "sessions", ts)
 
 
-@dataclass
-class Run:
-    projection: SessionProjection
-    store: MemoryStore
-    derived: list[Derived]
-    refused: list[str]
-
+class Run(FoldRun[SessionProjection]):
     @classmethod
     def new(cls, **kwargs: Any) -> Run:
-        return cls(SessionProjection(**kwargs), MemoryStore(), [], [])
-
-    def feed(self, *events: Folded) -> list[Derived]:
-        out: list[Derived] = []
-        for event, payload in events:
-            try:
-                derived = fold(self.projection, Stores(self.store), event, payload)
-            except InvalidEvent as exc:
-                self.refused.append(exc.reason)
-                continue
-            out += derived or []
-        self.derived += out
-        return out
+        return cls(SessionProjection(**kwargs))
 
     def session(self, sid: str) -> dict[str, Any]:
         found = get_session(self.store, sid)
@@ -214,11 +208,11 @@ def test_subject_must_be_the_session_id() -> None:
     assert run.refused == ["subject-mismatch"]
 
 
-def test_receipts_without_session_are_ignored_and_receipts_count_once_per_command() -> None:
+def test_receipts_without_session_are_not_forwarded_and_receipts_count_once_per_command() -> None:
     net, run = Net(), Run.new()
     run.feed(net.open("s"), net.attach("s", "c1"))
-    run.feed(net.receipt(None, "c0", ts=5))
-    assert run.refused == [] and run.store.get("clock/now_ms") == 5
+    event, payload = net.raw_receipt(None, "c0", ts=5)
+    assert session_receipt(EventContext.of(event), payload) == []
     run.feed(net.receipt("s", "c1", ts=6, success=False, timed_out=True), net.receipt("s", "c1", ts=7))
     counters = run.session("s")["counters"]
     assert (counters["receipts"], counters["failed"], counters["timed_out"]) == (1, 1, 1)
@@ -278,8 +272,8 @@ def test_redelivery_gives_the_same_sessions(actions: list[tuple[str, int, int, i
             events.append(net.receipt(sid, cid, ts=ts, success=kind == "receipt"))
         elif kind == "close":
             events.append(net.close(sid, ts=ts))
-        else:
-            events.append(net.receipt(None, cid, ts=ts))
+        else:  # another session opens: only the clocks move for s0 and s1
+            events.append(net.open(f"tick-{len(events)}", ts=ts))
     once = Run.new(history_limit=limit)
     once.feed(*events)
     rng = random.Random(seed)
@@ -300,3 +294,19 @@ def test_redelivery_gives_the_same_sessions(actions: list[tuple[str, int, int, i
         assert counters["commands"] + counters["receipts"] == len(session["history"]) + counters["history_dropped"]
         assert counters["receipts"] == counters["succeeded"] + counters["failed"]
         assert (session["state"] == "EXPIRED") == (f"s{k}" in expired)
+
+
+def test_a_forwarded_receipt_names_the_original_receipt_and_the_forwarder() -> None:
+    net, run = Net(), Run.new()
+    run.feed(net.open("s"), net.attach("s", "c1", ts=1))
+    event, payload = net.raw_receipt("s", "c1", ts=30)
+    [derived] = session_receipt(EventContext.of(event), payload)
+    forwarded = net._event(WORKER, FORWARDED, derived.payload, "s", "sessions", 31)
+    run.feed(forwarded, forwarded)
+    [record] = [r for r in run.session("s")["history"] if r["kind"] == "receipt"]
+    assert (record["event_id"], record["timestamp_ms"], record["forwarded_by"], record["attached"]) == (
+        EventContext.of(event).event_id, 30, DIDS[WORKER], True)
+    # forwarded under another session's key: refused like any session event keyed by something else
+    other = net._event(WORKER, FORWARDED, {**derived.payload, "command_id": "c2"}, "t", "sessions", 32)
+    run.feed(net.open("t", ts=32), other)
+    assert run.refused == ["subject-mismatch"]

@@ -17,6 +17,7 @@ from swarmlog.projections.flocking import (
     flock_tick,
     flocking_force,
     formation_error,
+    formation_separation,
     formation_slots,
     formation_tick,
     min_pair_distance,
@@ -74,11 +75,11 @@ def test_formations_settle_with_no_two_agents_closer_than_the_separation_radius(
     targets = assign_slots(members, formation_slots(shape, 12, (100.0, 100.0), 30.0, heading_rad=0.3))
     ticks = 0
     while formation_error(boids, targets) > 0.5 and ticks < 600:  # bounded settling time
-        boids = formation_tick(boids, targets)
+        boids = formation_tick(boids, targets, transit_separation=formation_separation(30.0))
         ticks += 1
     assert formation_error(boids, targets) <= 0.5, f"{shape} did not settle in 600 ticks"
     for _ in range(50):
-        boids = formation_tick(boids, targets)
+        boids = formation_tick(boids, targets, transit_separation=formation_separation(30.0))
     assert min_pair_distance(boids) >= 25.0 - 1e-6
 
 

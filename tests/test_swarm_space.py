@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from swarmlog.projections.base import EventContext, InvalidEvent, MemoryStore, Stores, canonical_json
-from swarmlog.projections.flocking import formation_tick
+from swarmlog.projections.flocking import formation_separation, formation_tick
 from swarmlog.projections.gossip import compress
 from swarmlog.projections.stigmergy import FieldParams, PheromoneField
 from swarmlog.projections.swarm_space import (
@@ -93,7 +93,7 @@ def test_positions_formations_steering_and_metrics() -> None:
     before = swarm_metrics(space.store, "s")["formation_error"]
     # agents steer to their slots and report again: the error the projection sees falls
     for _ in range(400):
-        boids = formation_tick(boids, targets)
+        boids = formation_tick(boids, targets, transit_separation=formation_separation(30.0))
     for agent, b in boids.items():
         space.position(agent, b.x, b.y, b.vx, b.vy, ts=10)
     after = swarm_metrics(space.store, "s")

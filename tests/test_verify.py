@@ -14,6 +14,7 @@ from swarmlog.streams.codec import default_store, encode_body
 from swarmlog.streams.envelope import EnvelopeCodec
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.verify import Keyring, RawRecord, Status, Verdict, Verifier
+from tests.support.logs import interleave, to_raw
 
 STORE = default_store()
 IDENTITY_ENTRY = STORE.for_event_type("trust.identity")
@@ -56,16 +57,6 @@ def build_log(identity: Identity, n: int, partitions: int = 3, seal_every: int =
     return writer, out
 
 
-def to_raw(records: Sequence[OutRecord]) -> list[RawRecord]:
-    offsets: dict[tuple[str, int], int] = {}
-    raw = []
-    for rec in records:
-        key = (rec.topic, rec.partition)
-        offsets[key] = offsets.get(key, -1) + 1
-        raw.append(RawRecord(rec.topic, rec.partition, offsets[key], rec.key, rec.value))
-    return raw
-
-
 def run(records: Sequence[RawRecord], verifier: Verifier | None = None) -> tuple[Verifier, list[Verdict]]:
     verifier = verifier or Verifier()
     verdicts = verifier.feed_all(records)
@@ -75,20 +66,6 @@ def run(records: Sequence[RawRecord], verifier: Verifier | None = None) -> tuple
 
 def events(verdicts: Sequence[Verdict], status: Status) -> list[Verdict]:
     return [v for v in verdicts if v.kind == "event" and v.status is status]
-
-
-def interleave(records: Sequence[RawRecord], rng: random.Random) -> list[RawRecord]:
-    """Any merge of the per-partition sequences (Kafka only orders within a partition)."""
-    queues: dict[tuple[str, int], list[RawRecord]] = {}
-    for rec in records:
-        queues.setdefault((rec.topic, rec.partition), []).append(rec)
-    merged = []
-    while queues:
-        key = rng.choice(sorted(queues))
-        merged.append(queues[key].pop(0))
-        if not queues[key]:
-            del queues[key]
-    return merged
 
 
 def test_every_event_authenticated_exactly_once(alice: Identity) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -15,13 +14,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from swarmlog.infra.broker import free_port
 from swarmlog.projections.base import MemoryStore
 from swarmlog.projections.engine import Engine
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records, read_verified
 from swarmlog.streams.verify import Status
+from tests.support.live import WorkerProcess, wait_for
 from tests.support.worker_app import CountingProjection
 
 pytestmark = pytest.mark.integration
@@ -34,23 +33,12 @@ def payload(i: int, reason: str = "test") -> dict[str, Any]:
                 recorded_ms=1)
 
 
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], name: str, home: Path) -> None:
-        self.log = home / f"{name}.log"
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.worker_app"], cwd=ROOT,
-            env={**env, "TEST_WORKER": name, "TEST_WEB_PORT": str(self.port)},
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+class AppWithTestDomain(WorkerProcess):
+    """The real app with a test domain (``tests/support/worker_app.py``)."""
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+    def __init__(self, env: dict[str, str], name: str, home: Path) -> None:
+        super().__init__(env, name, home, lambda n, port: (
+            [sys.executable, "-m", "tests.support.worker_app"], {"TEST_WORKER": n, "TEST_WEB_PORT": str(port)}))
 
 
 @pytest.fixture
@@ -67,19 +55,6 @@ def worker_env(kafka_bootstrap: str, unique_topics: Any, tmp_path: Path) -> Iter
 def count_authenticated(bootstrap: str, topic: str, event_type: str) -> list[dict[str, Any]]:
     return [v.event.decode_payload() for v in read_verified(bootstrap, [topic])
             if v.status is Status.AUTHENTICATED and v.event is not None and v.event.event_type == event_type]
-
-
-def wait_for(predicate: Any, timeout: float, what: str, logs: list[Path],
-             alive: list[WorkerProcess] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if alive and all(w.proc.poll() is not None for w in alive):
-            break  # every worker died: fail now, with their logs
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in logs if p.exists())
-    raise AssertionError(f"timed out waiting for {what}\n{tails}")
 
 
 def test_worker_folds_dead_letters_bad_input_and_survives_sigkill(worker_env: dict[str, str], tmp_path: Path) -> None:
@@ -101,21 +76,19 @@ def test_worker_folds_dead_letters_bad_input_and_survives_sigkill(worker_env: di
     raw.produce(topic, b"\x00 not an event", b"agent-0", partition=0)  # garbage
     assert raw.flush(10) == 0
 
-    first = WorkerProcess(worker_env, "w1", tmp_path)
-    logs = [first.log]
+    first = AppWithTestDomain(worker_env, "w1", tmp_path)
     try:
         # refused events (reason 'refuse') and the garbage record end up as dead letters
         wait_for(lambda: len(count_authenticated(bootstrap, dead, "deadletter.recorded")) >= 5, 90,
-                 "dead letters from worker 1", logs, [first])
-        second = WorkerProcess(worker_env, "w2", tmp_path)
-        logs.append(second.log)
+                 "dead letters from worker 1", [first])
+        second = AppWithTestDomain(worker_env, "w2", tmp_path)
         send(200, 400)
         time.sleep(3)
         first.stop(signal.SIGKILL)  # no clean shutdown: its partitions must move without loss
         send(400, 600)
         dead_letters = lambda: count_authenticated(bootstrap, dead, "deadletter.recorded")  # noqa: E731
         wait_for(lambda: len({(d["source_topic"], d["source_partition"], d["source_offset"])
-                              for d in dead_letters()}) >= 13, 120, "all dead letters", logs, [second])
+                              for d in dead_letters()}) >= 13, 120, "all dead letters", [first, second])
         # per-reason counters of the surviving worker, over its HTTP health view
         import json
         import urllib.request
