@@ -60,7 +60,7 @@ def _merge(rows: list[dict[str, Any]], by: str, limit: int) -> list[dict[str, An
             return (-r["uptime_percent"], r["max_latency_ms"], r["listing_id"])
         cost = r["unit_cost"] if r["unit_cost"] is not None else float("inf")
         if by == "trust":
-            return (-r.get("trust", 0.5), -r["value"], r["listing_id"])
+            return (-r.get("trust", 0.5), -r["value"], cost, r["listing_id"])
         return (-r["value"], cost, r["listing_id"])
 
     return sorted(rows, key=key)[:limit]

@@ -15,8 +15,8 @@ Domains (each one thin Faust agent over ``PartitionedRuntime``):
 
 The registry is read by routing for *every* agent, whichever partition its events are
 on, so each worker keeps a full **registry replica**: a background reader that follows
-all partitions of ``agents``, ``commands`` and ``receipts`` with assigned partitions (no
-consumer group) and folds them with the same engine. Registry state obeys the
+all partitions of ``agents``, ``commands``, ``receipts`` and ``heal`` (OPEN_CIRCUIT actions)
+with assigned partitions (no consumer group) and folds them with the same engine. Registry state obeys the
 determinism rule (docs/architecture.md), so every replica converges to the same state.
 
 Faust runs at-least-once (the embedded broker rejects transactional producers); tables
@@ -134,7 +134,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.consensus import ConsensusProjection
     from swarmlog.projections.directory import AgentDirectoryProjection
     from swarmlog.projections.heal import HealProjection
-    from swarmlog.projections.routing import RoutingProjection
+    from swarmlog.projections.routing import LearnedRoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
     from swarmlog.projections.swarm_resilience import RoleProjection
@@ -147,7 +147,8 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # the registry itself is the replica (below); this domain gives each agents partition one
         # owner that dead-letters what the registry refuses (projections/directory.py)
         "agents": (("agents",), lambda: [AgentDirectoryProjection()]),
-        "coordination": (("commands", "receipts"), lambda: [RoutingProjection()]),
+        # PREDICTED reads the replica's learned latency models (projections/latency_models.py)
+        "coordination": (("commands", "receipts"), lambda: [LearnedRoutingProjection()]),
         # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
@@ -170,9 +171,10 @@ def _market_projections() -> list[Projection]:
 
 
 def default_replica_projections() -> list[Projection]:
+    from swarmlog.projections.latency_models import LatencyModelProjection
     from swarmlog.projections.registry import RegistryProjection
 
-    return [RegistryProjection()]
+    return [RegistryProjection(), LatencyModelProjection()]
 
 
 def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProducer],
@@ -204,7 +206,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         producer_max_batch_size=512 * 1024,
         **_faust_broker_settings(config.embedded),
     )
-    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts")],
+    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts", "heal")],
                               replica_factory())
     sink_holder: dict[str, OutputSink] = {}
 

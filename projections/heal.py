@@ -21,6 +21,12 @@
   (success false) and the next action is planned. Folding ``heal.outcome`` updates
   ``know/<lane>/<failure>/<action>`` = ``[attempts, successes]``; later plans read it.
 
+* **Capacity** — receipts are also the workload: counted per (capability, receipts lane)
+  into UTC hours of event time; every ``FORECAST_CADENCE_HOURS`` of the lane's event
+  time the lane derives ``heal.capacity_forecast`` (``HourlyForecaster``, 168 h,
+  ``plan_capacity``) for each capability it has seen for at least a day. Keyed by the
+  receipts lane like the breakers, so replay derives the same forecasts.
+
 Determinism (docs/architecture.md). Stored values are fed from one lane each: model
 checkpoints and incidents by the component's ``metrics`` lane, breakers by one
 ``receipts`` lane (each routing shard keeps its own breakers, as each resilience4j
@@ -47,8 +53,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.forecast import HOUR_MS, HourlyForecaster, plan_capacity
 from swarmlog.projections.learning import DriftDetector, ZScoreDetector, dumps, loads
-from swarmlog.projections.resilience import BreakerConfig, new_breaker, on_result, transition_event
+from swarmlog.projections.resilience import ROUTING_BREAKER, new_breaker, on_result, transition_event
 
 MODEL_PREFIX = "model/"
 INCIDENT_PREFIX = "incident/"
@@ -56,6 +63,15 @@ DEPS_PREFIX = "deps/"
 ACTION_PREFIX = "action/"
 KNOW_PREFIX = "know/"
 BREAKER_PREFIX = "breaker/"
+FCOUNT_PREFIX = "fcount/"
+FMODEL_PREFIX = "fmodel/"
+FCLOCK_PREFIX = "fclock/"
+
+FORECAST_CADENCE_HOURS = 6  # a heal.capacity_forecast per capability and lane every 6 h of event time
+FORECAST_HORIZON_HOURS = 168
+FORECAST_MIN_HOURS = 24  # closed hours a forecaster needs before its forecasts are published
+FORECAST_MAX_GAP_HOURS = 24 * 14  # longer silences restart the series instead of learning weeks of zeros
+FORECAST_MODEL = "snarimax"
 
 Z_THRESHOLD = 4.0
 GRACE_SAMPLES = 20
@@ -71,8 +87,7 @@ PLAYBOOK: dict[str, tuple[str, ...]] = {
     "dependency-failure": ("REROUTE", "ISOLATE", "RESTART"),
     "anomaly": ("RESTART", "REROUTE", "ISOLATE"),
 }
-BREAKER = BreakerConfig(failure_rate_threshold=50, slow_call_rate_threshold=80, slow_call_duration_ms=5_000,
-                        window_size=20, minimum_calls=10, wait_open_ms=10_000, permitted_half_open=3)
+BREAKER = ROUTING_BREAKER  # the registry folds the same breakers for the router (projections/registry.py)
 
 
 def failure_type(metric: str) -> str:
@@ -277,11 +292,49 @@ class HealProjection(Projection):
         key = f"{BREAKER_PREFIX}{agent}/{capability}/{ctx.lane}"
         b, change = on_result(own.get(key) or new_breaker(), ctx.timestamp_ms, duration, ok, BREAKER)
         own.put(key, b)
-        if change is None:
+        out: list[Derived] = []
+        if change is not None:
+            out.append(Derived("heal.circuit_state_changed",
+                               transition_event(agent, capability, change, b, BREAKER, f"receipts lane {ctx.lane}"),
+                               subject=agent))
+        out.extend(self._workload(own, ctx, capability))
+        return out
+
+    # ------------------------------------------------------------------ forecasting and capacity
+    def _workload(self, own: StateStore, ctx: EventContext, capability: str) -> list[Derived]:
+        """Count the receipt into its (capability, lane) hour; at each cadence boundary of the lane's
+        event time, publish every capability's forecast for this lane. Everything read and written
+        here is keyed by the receipts lane, so live and replay derive the same forecasts."""
+        hour = ctx.timestamp_ms // HOUR_MS
+        _advance(own, ctx.lane, capability, hour)
+        ckey = f"{FCOUNT_PREFIX}{ctx.lane}/{capability}"
+        count = own.get(ckey)
+        assert count is not None
+        own.put(ckey, {**count, "total": count["total"] + 1})
+        clock_key = FCLOCK_PREFIX + ctx.lane
+        epoch = hour // FORECAST_CADENCE_HOURS
+        last = own.get(clock_key)
+        if last is not None and epoch <= last:
             return []
-        return [Derived("heal.circuit_state_changed",
-                        transition_event(agent, capability, change, b, BREAKER, f"receipts lane {ctx.lane}"),
-                        subject=agent)]
+        own.put(clock_key, epoch)
+        if last is None:
+            return []  # the lane's first cadence period starts now
+        out: list[Derived] = []
+        prefix = f"{FCOUNT_PREFIX}{ctx.lane}/"
+        for k, _v in list(own.scan(prefix)):
+            cap = k[len(prefix):]
+            forecaster = _advance(own, ctx.lane, cap, hour, need_model=True)
+            if forecaster is None or forecaster.series.n < FORECAST_MIN_HOURS:
+                continue
+            points = forecaster.forecast(FORECAST_HORIZON_HOURS)
+            history = list(forecaster.series.history)
+            # current capacity = the busiest hour of the last season: what this lane demonstrably served
+            plan_ = plan_capacity(cap, points, current_capacity=max(history) if history else 0.0)
+            payload = plan_.as_event(derived_id(ctx, f"capacity/{cap}"), FORECAST_MODEL,
+                                     None if forecaster.series.half_width() is None
+                                     else 1 - forecaster.series.alpha)
+            out.append(Derived("heal.capacity_forecast", {**payload, "lane": ctx.lane}, subject=cap))
+        return out
 
     # ------------------------------------------------------------------ knowledge
     @staticmethod
@@ -313,6 +366,42 @@ class HealProjection(Projection):
         kkey = f"{KNOW_PREFIX}{ctx.lane}/{record['failure']}/{record['action']}"
         attempts, successes = own.get(kkey) or [0, 0]
         own.put(kkey, [attempts + 1, successes + (1 if success else 0)])
+
+
+def _advance(own: StateStore, lane: str, capability: str, hour: int, need_model: bool = False
+             ) -> HourlyForecaster | None:
+    """Close the hours of ``capability`` in ``lane`` before ``hour`` (empty hours learn 0).
+
+    Touches the pickled model only when an hour closes (or ``need_model``), so a receipt inside the
+    open hour costs one small JSON update. Returns the forecaster positioned at ``hour`` when it was
+    loaded, else None.
+    """
+    ckey, mkey = f"{FCOUNT_PREFIX}{lane}/{capability}", f"{FMODEL_PREFIX}{lane}/{capability}"
+    count = own.get(ckey)
+    if count is not None and hour - count["hour"] > FORECAST_MAX_GAP_HOURS:
+        count = None  # weeks of silence: restart the series instead of learning weeks of zeros
+    if count is not None and hour <= count["hour"] and not need_model:
+        return None  # the open hour (or late data, counted in it)
+    checkpoint = own.get(mkey) if count is not None else None
+    forecaster: HourlyForecaster | None = None
+    if checkpoint is not None:
+        try:
+            forecaster = loads(checkpoint)
+        except ValueError:  # another River version: relearn from here
+            forecaster = None
+    if forecaster is None:
+        forecaster = HourlyForecaster(FORECAST_MODEL)
+        count = {"hour": hour, "total": 0}
+        own.put(mkey, dumps(forecaster))
+    assert count is not None
+    if hour > count["hour"]:
+        forecaster.current_hour, forecaster.current_total = count["hour"], float(count["total"])
+        forecaster.record(hour * HOUR_MS, 0.0)  # learns the closed hour and the empty ones up to ``hour``
+        own.put(mkey, dumps(forecaster))
+        count = {"hour": hour, "total": 0}
+    forecaster.current_hour, forecaster.current_total = count["hour"], float(count["total"])
+    own.put(ckey, count)
+    return forecaster
 
 
 def incidents(store: StateStore) -> dict[str, Any]:

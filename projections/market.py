@@ -11,8 +11,10 @@ Determinism (docs/architecture.md). Every key is written by events of **one part
 key                                value                                               written by (subject)
 =================================  ==================================================  =========================
 ``listing/<listing_id>``           listing: terms, remaining quantity, rating, status   listing events (listing_id)
-``idx/<capability>/<partition>``   ``{listing_id: row}``: open listings of the           listing events of that
-                                   capability in one ``market`` partition (discovery)   partition only
+``mvd/<by>/<capability>/<p>``      discovery view of the capability's listable          listing events of that
+``mvc/<by>/<capability>/<p>/<n>``  listings in ``market`` partition p, sorted by        partition only
+                                   ranking ``by`` (value | sla): directory + chunks
+                                   (``sortedview.SortedView``)
 ``caps/<partition>``               sorted capabilities listed in that partition         listing events
 ``bid/<listing_id>/<bid_id>``      a bid (sealed or open; revealed amount)              bids (listing_id)
 ``holding/<listing_id>/<buyer>``   units the buyer bought from the listing (quota)      purchases (listing_id)
@@ -52,14 +54,39 @@ durations. Breach when at least ``MIN_SLA_SAMPLES`` receipts were observed and u
 ``uptime_percent`` or p99 > ``max_latency_ms``. Receipts from another agent than the seller,
 after expiry or for a contract no longer ACTIVE are counted apart and never breach it.
 
-Discovery (spec §5.3) reads only ``idx/<capability>/<p>`` for p < ``MAX_PARTITIONS`` (point
-reads, no scan) and ranks rows: ``value`` = rating / unit cost, ``sla`` = uptime then
-latency, ``trust`` = the caller's ``trust(provider)`` in [0,1] (neutral 0.5 by default;
-the trust network plugs in here) then value. Ties break on the listing id.
+Discovery (spec §5.3). A listing is *listable* while OPEN, priced (not UNKNOWN) and not
+sold out; its row ``[provider, unit_cost, rating, review_count, uptime, max_latency_ms,
+expires_at_ms, kind]`` sits in two views per (capability, partition), kept
+sorted by the reducer: ``value`` by (-rating/unit cost, unit cost, listing id) and ``sla``
+by (-uptime, latency, listing id). ``find`` point-reads the view directories of
+p < ``MAX_PARTITIONS`` (no scan), takes the first ``limit`` rows not expired at ``now_ms``
+from each partition's view and sorts their union (``top_rows``) — it reads
+O(partitions × (limit + expired rows ranked above them)) rows, not the capability's k
+rows. Value and sla rankings are **exact** (the same list a sort of every listable
+listing gives). Writes pay for it: a change of the row moves it in two views, i.e. a copy
+of one chunk (≤ ``sortedview.CHUNK_MAX`` rows) per view instead of the copy of the whole
+per-partition row set a single index key cost; the row holds no remaining quantity, so a
+purchase writes the views only when it sells the listing out.
+
+``trust`` ranks by (-trust(provider), -value, unit cost, listing id), where ``trust`` is the
+caller's callable in [0,1] (neutral 0.5 by default; the trust network plugs in here). It
+is not known at fold time, so no view can be sorted by it. What ``find`` guarantees:
+
+* **exact** when the capability has at most ``exhaustive_up_to`` (default
+  ``TRUST_EXHAUSTIVE`` = 1000) listable listings: it reads them all (O(k), k small) and
+  ranks them; also exact with ``candidates=None`` whatever k (O(k));
+* otherwise **the exact trust ranking of a bounded candidate set**: the ``candidates``
+  (default ``TRUST_CANDIDATES`` = 200, at least ``limit``) best live listings by value
+  plus as many by sla. That equals the exact answer when the capability has at most that
+  many live listings, and when trust is the same for every provider (then it is the
+  value ranking); otherwise a listing outside both shortlists is never returned, however
+  trusted its provider — trust re-ranks the value and SLA leaders of a big capability,
+  it does not search all of it. Cost: O(partitions × candidates + exhaustive_up_to) rows.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import uuid
@@ -68,9 +95,11 @@ from typing import Any, ClassVar
 
 from swarmlog.projections.auction import auction_outcome, commitment_of
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.sortedview import SortedView
 
 LISTING = "listing/"
-IDX = "idx/"
+MVD = "mvd/"
+MVC = "mvc/"
 CAPS = "caps/"
 BID = "bid/"
 HOLDING = "holding/"
@@ -80,7 +109,9 @@ STATS = "stats/"
 RCPT = "rcpt/"
 CLOCK = "clock/"
 
-MAX_PARTITIONS = 256  # discovery probes idx/<cap>/<p> for p below this
+MAX_PARTITIONS = 256  # discovery probes mvd/<by>/<cap>/<p> for p below this
+TRUST_CANDIDATES = 200  # trust ranking of a big capability: how many of the best by value (and by sla) it re-ranks
+TRUST_EXHAUSTIVE = 1000  # trust ranking ranks every listing of a capability with at most this many
 HOURS_PER_MONTH = 720.0  # the spec: subscription hourly rate = monthly_fee / (30 × 24)
 MIN_SLA_SAMPLES = 5
 LATENCY_WINDOW = 200
@@ -107,8 +138,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 PURCHASABLE = frozenset({"FIXED", "PER_UNIT", "SUBSCRIPTION"})
 RANKINGS = ("value", "sla", "trust")
 
-# index row: [provider, unit_cost, rating, review_count, uptime, max_latency_ms, remaining, expires_at_ms, kind]
-R_PROVIDER, R_COST, R_RATING, R_REVIEWS, R_UPTIME, R_LATENCY, R_REMAINING, R_EXPIRES, R_KIND = range(9)
+# view row: [provider, unit_cost, rating, review_count, uptime, max_latency_ms, expires_at_ms, kind]; no remaining
+# quantity, so a purchase that does not sell the listing out leaves the views alone (find reads it from the listing)
+R_PROVIDER, R_COST, R_RATING, R_REVIEWS, R_UPTIME, R_LATENCY, R_EXPIRES, R_KIND = range(8)
 
 
 # ---------------------------------------------------------------------------- keys
@@ -122,10 +154,6 @@ def partition_of(lane: str) -> int:
 
 def listing_key(listing_id: str) -> str:
     return LISTING + listing_id
-
-
-def idx_key(capability: str, partition: int) -> str:
-    return f"{IDX}{capability}/{partition}"
 
 
 def contract_key(contract_id: str) -> str:
@@ -262,12 +290,14 @@ def get_contract(store: StateStore, contract_id: str, now_ms: int | None = None)
     return out
 
 
-def index_rows(store: StateStore, capability: str) -> Iterator[tuple[str, list[Any]]]:
-    """(listing_id, row) of the open listings of ``capability`` — point reads of its partitions' index keys."""
-    for partition in range(MAX_PARTITIONS):
-        rows = store.get(idx_key(capability, partition))
-        if rows:
-            yield from rows.items()
+@functools.lru_cache(maxsize=8192)
+def view_of(by: str, capability: str, partition: int) -> SortedView:
+    """The discovery view of ``capability`` in one partition, sorted by ranking ``by`` (value | sla).
+
+    Cached: views are immutable names, and building them is a visible share of a listing fold.
+    """
+    base = f"{by}/{capability}/{partition}"
+    return SortedView(MVD + base, f"{MVC}{base}/")
 
 
 def value_of(row: list[Any]) -> float:
@@ -277,18 +307,118 @@ def value_of(row: list[Any]) -> float:
     return rating / cost if cost and cost > 0 else (math.inf if rating > 0 else 0.0)
 
 
+def value_key(listing_id: str, row: list[Any]) -> list[Any]:
+    """Sort key of the value view: value descending, then cost, then listing id.
+
+    JSON has no infinity, so a free rated listing (value +inf) gets a leading 0 and every
+    finite value a leading 1: the same order as ``(-value, cost, listing_id)``.
+    """
+    value = value_of(row)
+    if math.isinf(value):
+        return [0, 0.0, row[R_COST], listing_id]
+    return [1, -value, row[R_COST], listing_id]
+
+
+def sla_key(listing_id: str, row: list[Any]) -> list[Any]:
+    """Sort key of the sla view: uptime descending, then max latency, then listing id."""
+    return [-row[R_UPTIME], row[R_LATENCY], listing_id]
+
+
+VIEW_KEYS: dict[str, Callable[[str, list[Any]], list[Any]]] = {"value": value_key, "sla": sla_key}
+
+
+def _live(row: list[Any], now_ms: int | None) -> bool:
+    return now_ms is None or row[R_EXPIRES] is None or now_ms < row[R_EXPIRES]
+
+
+def top_rows(store: StateStore, capability: str, by: str, n: int,
+             now_ms: int | None = None) -> list[tuple[str, list[Any]]]:
+    """(listing_id, row) of the ``n`` best live listings of ``capability`` in ``by`` order (value | sla); exact.
+
+    The global best n are among the best n of each partition's view: take those (reading
+    each partition's directory, then chunks until n live rows), sort the union (entries
+    compare by their sort keys, in C) and cut. Reads O(partitions × (n + expired rows
+    ranked above them)) rows, whatever the capability's size.
+    """
+    if n <= 0:
+        return []
+    get = store.get
+    dir_prefix = f"{MVD}{by}/{capability}/"
+    pool: list[list[Any]] = []
+    for partition in range(MAX_PARTITIONS):
+        directory = get(dir_prefix + str(partition))
+        if not directory:
+            continue
+        chunk_prefix = f"{MVC}{by}/{capability}/{partition}/"
+        want = n
+        for chunk_id in directory["ids"]:
+            chunk = get(chunk_prefix + str(chunk_id)) or []
+            if now_ms is not None:
+                chunk = [entry for entry in chunk if _live(entry[-1], now_ms)]
+            pool.extend(chunk[:want])
+            want -= min(want, len(chunk))
+            if not want:
+                break
+    pool.sort()
+    return [(entry[-2], entry[-1]) for entry in pool[:n]]
+
+
+def index_rows(store: StateStore, capability: str, by: str = "value") -> Iterator[tuple[str, list[Any]]]:
+    """(listing_id, row) of every listable listing of ``capability`` in ``by`` order, lazily (expiry not applied).
+
+    A k-way merge of the partitions' views, one chunk at a time.
+    """
+    views = []
+    for partition in range(MAX_PARTITIONS):
+        view = view_of(by, capability, partition)
+        directory = view.directory(store)
+        if directory:
+            views.append(view.entries(store, directory))
+    for entry in heapq.merge(*views):
+        yield entry[-2], entry[-1]
+
+
+def _every_entry(store: StateStore, capability: str, at_most: int | None) -> list[list[Any]] | None:
+    """Every value-view entry of ``capability`` (any order), or None once more than ``at_most`` were read."""
+    get = store.get
+    out: list[list[Any]] = []
+    dir_prefix = f"{MVD}value/{capability}/"
+    for partition in range(MAX_PARTITIONS):
+        directory = get(dir_prefix + str(partition))
+        if not directory:
+            continue
+        chunk_prefix = f"{MVC}value/{capability}/{partition}/"
+        for chunk_id in directory["ids"]:
+            out.extend(get(chunk_prefix + str(chunk_id)) or ())
+            if at_most is not None and len(out) > at_most:
+                return None
+    return out
+
+
+def listing_count(store: StateStore, capability: str) -> int:
+    """How many listable listings ``capability`` has (reads every chunk of its value views: reports only)."""
+    return sum(view_of("value", capability, p).size(store) for p in range(MAX_PARTITIONS))
+
+
 def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int | None = None,
-         trust: Callable[[str], float] | None = None, limit: int = 10) -> list[dict[str, Any]]:
+         trust: Callable[[str], float] | None = None, limit: int = 10,
+         candidates: int | None = TRUST_CANDIDATES, exhaustive_up_to: int = TRUST_EXHAUSTIVE) -> list[dict[str, Any]]:
     """Discovery + ranking: the best ``limit`` open listings of ``capability`` under ``by``.
 
-    Skips listings expired at ``now_ms`` and sold-out ones. ``trust(provider)`` (for
-    ``by="trust"``) must return a score in [0,1]; the default is neutral 0.5 for everyone.
+    Skips listings expired at ``now_ms`` and sold-out ones. Value and sla: exact, reading
+    O(partitions × limit) rows from the sorted views. ``by="trust"``: ``trust(provider)``
+    must return a score in [0,1] (default neutral 0.5 for everyone); exact when the
+    capability has at most ``exhaustive_up_to`` listable listings (or ``candidates`` is
+    None), else the exact trust ranking of the ``candidates`` best listings by value plus
+    as many by sla (module doc states the guarantee).
     """
     if by not in RANKINGS:
         raise ValueError(f"ranking must be one of {RANKINGS}, got {by!r}")
+    if limit <= 0:
+        return []
+    if by != "trust":
+        return [_found(store, capability, lid, row) for lid, row in top_rows(store, capability, by, limit, now_ms)]
     score_of: Callable[[str], float] = trust or (lambda _provider: NEUTRAL_TRUST)
-    live = [(lid, row) for lid, row in index_rows(store, capability)
-            if row[R_REMAINING] != 0 and (now_ms is None or row[R_EXPIRES] is None or now_ms < row[R_EXPIRES])]
     trust_cache: dict[str, float] = {}
 
     def trusted(provider: str) -> float:
@@ -297,25 +427,24 @@ def find(store: StateStore, capability: str, by: str = "value", *, now_ms: int |
             trust_cache[provider] = min(1.0, max(0.0, t)) if math.isfinite(t) else 0.0
         return trust_cache[provider]
 
-    key: Callable[[tuple[str, list[Any]]], tuple[Any, ...]]
-    if by == "value":
-        key = lambda item: (-value_of(item[1]), item[1][R_COST] if item[1][R_COST] is not None else math.inf,  # noqa: E731
-                            item[0])
-    elif by == "sla":
-        key = lambda item: (-item[1][R_UPTIME], item[1][R_LATENCY], item[0])  # noqa: E731
+    every = _every_entry(store, capability, None if candidates is None else exhaustive_up_to)
+    if every is not None:
+        pool = {entry[-2]: entry[-1] for entry in every if _live(entry[-1], now_ms)}
     else:
-        key = lambda item: (-trusted(item[1][R_PROVIDER]), -value_of(item[1]), item[0])  # noqa: E731
-    best = heapq.nsmallest(limit, live, key=key)
-    out = []
-    for lid, row in best:
-        entry = {"listing_id": lid, "provider": row[R_PROVIDER], "capability": capability,
-                 "unit_cost": row[R_COST], "rating": row[R_RATING], "review_count": row[R_REVIEWS],
-                 "uptime_percent": row[R_UPTIME], "max_latency_ms": row[R_LATENCY],
-                 "remaining": row[R_REMAINING], "kind": row[R_KIND], "value": value_of(row)}
-        if by == "trust":
-            entry["trust"] = trusted(row[R_PROVIDER])
-        out.append(entry)
-    return out
+        pool = {}
+        for ranking in VIEW_KEYS:
+            pool.update(top_rows(store, capability, ranking, max(candidates or 0, limit), now_ms))
+    best = heapq.nsmallest(limit, pool.items(), key=lambda item: (
+        -trusted(item[1][R_PROVIDER]), -value_of(item[1]), item[1][R_COST], item[0]))
+    return [{**_found(store, capability, lid, row), "trust": trusted(row[R_PROVIDER])} for lid, row in best]
+
+
+def _found(store: StateStore, capability: str, listing_id: str, row: list[Any]) -> dict[str, Any]:
+    listing = store.get(listing_key(listing_id)) or {}  # one point read per answer, for the remaining quantity
+    return {"listing_id": listing_id, "provider": row[R_PROVIDER], "capability": capability,
+            "unit_cost": row[R_COST], "rating": row[R_RATING], "review_count": row[R_REVIEWS],
+            "uptime_percent": row[R_UPTIME], "max_latency_ms": row[R_LATENCY],
+            "remaining": listing.get("remaining"), "kind": row[R_KIND], "value": value_of(row)}
 
 
 def analytics(store: StateStore, capability: str | None = None) -> dict[str, Any]:
@@ -419,22 +548,41 @@ class MarketProjection(Projection):
     def _row(listing: Mapping[str, Any]) -> list[Any]:
         sla = listing["sla"]
         return [listing["provider"], unit_cost(listing["pricing"]), listing["rating"], listing["review_count"],
-                float(sla["uptime_percent"]), int(sla["max_latency_ms"]), listing["remaining"],
-                listing["expires_at_ms"], listing["pricing"]["kind"]]
+                float(sla["uptime_percent"]), int(sla["max_latency_ms"]), listing["expires_at_ms"],
+                listing["pricing"]["kind"]]
 
-    def _index(self, own: StateStore, listing: Mapping[str, Any], listing_id: str) -> None:
-        """Put the listing's row into (or take it out of) its capability's index in its partition."""
-        key = idx_key(listing["capability"], listing["partition"])
-        rows = dict(own.get(key) or {})
-        listed = listing["status"] == OPEN and listing["pricing"]["kind"] != "UNKNOWN"
-        if listed:
-            rows[listing_id] = self._row(listing)
-        else:
-            rows.pop(listing_id, None)
-        if rows:
-            own.put(key, rows)
-        else:
-            own.delete(key)
+    @classmethod
+    def _indexed_row(cls, listing: Mapping[str, Any] | None) -> list[Any] | None:
+        """The listing's row in the discovery views, or None if it is not listable (module doc)."""
+        if (listing is None or listing["status"] != OPEN or listing["remaining"] == 0
+                or listing["pricing"]["kind"] == "UNKNOWN" or unit_cost(listing["pricing"]) is None):
+            return None
+        return cls._row(listing)
+
+    def _put_listing(self, own: StateStore, listing: Mapping[str, Any], new_listing: bool = False) -> None:
+        """Write the listing and move its row in its capability's views (the listing's partition only).
+
+        Each view key therefore has one writer lane. The previous row comes from the
+        listing as stored before this write, so no extra key is needed. A change that keeps
+        a sort key (a purchase, a rating for the sla view) rewrites the row in place; one
+        that changes it removes the old entry first.
+        """
+        listing_id = listing["listing_id"]
+        key = listing_key(listing_id)
+        old = None if new_listing else self._indexed_row(own.get(key))
+        own.put(key, listing)
+        new = self._indexed_row(listing)
+        if old == new:
+            return
+        for by, key_of in VIEW_KEYS.items():
+            view = view_of(by, listing["capability"], listing["partition"])
+            new_key = None if new is None else key_of(listing_id, new)
+            if old is not None:
+                old_key = key_of(listing_id, old)
+                if old_key != new_key:
+                    view.remove(own, old_key)
+            if new is not None and new_key is not None:
+                view.upsert(own, new_key, new)
 
     def _created(self, own: StateStore, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
         listing_id = _text(p["listing_id"], "listing_id")
@@ -458,8 +606,7 @@ class MarketProjection(Projection):
             "rating_sum": 0.0, "created_ms": ctx.timestamp_ms, "updated_ms": ctx.timestamp_ms,
             "partition": partition, "bids": [], "auction": None,
         }
-        own.put(listing_key(listing_id), listing)
-        self._index(own, listing, listing_id)
+        self._put_listing(own, listing, new_listing=True)
         caps_key = f"{CAPS}{partition}"
         caps = own.get(caps_key) or []
         if capability not in caps:
@@ -493,8 +640,7 @@ class MarketProjection(Projection):
                         "remaining": quantity, "initial_quantity": None if quantity is None else
                         quantity + listing["sold"], "expires_at_ms": p.get("expires_at_ms"),
                         "updated_ms": ctx.timestamp_ms})
-        own.put(listing_key(listing["listing_id"]), listing)
-        self._index(own, listing, listing["listing_id"])
+        self._put_listing(own, listing)
         return []
 
     def _withdrawn(self, own: StateStore, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
@@ -503,8 +649,7 @@ class MarketProjection(Projection):
         if listing["status"] != OPEN:
             raise InvalidEvent("listing-closed", f"{listing['listing_id']} is {listing['status']}")
         listing.update({"status": WITHDRAWN, "updated_ms": ctx.timestamp_ms, "withdraw_reason": p.get("reason", "")})
-        own.put(listing_key(listing["listing_id"]), listing)
-        self._index(own, listing, listing["listing_id"])
+        self._put_listing(own, listing)
         return []
 
     # -- purchases (fair quota) -------------------------------------------------------------------
@@ -540,9 +685,8 @@ class MarketProjection(Projection):
         if listing["remaining"] is not None:
             listing["remaining"] -= quantity
         listing["updated_ms"] = ctx.timestamp_ms
-        own.put(listing_key(lid), listing)
+        self._put_listing(own, listing)
         own.put(holding_key, held + quantity)
-        self._index(own, listing, lid)
         return [Derived("market.contract_created", {
             "contract_id": contract_id, "buyer": buyer, "seller": listing["provider"], "listing_id": lid,
             "capability": listing["capability"], "quantity": quantity, "total_cost": cost,
@@ -646,8 +790,7 @@ class MarketProjection(Projection):
         if claimed != outcome:
             raise InvalidEvent("auction-mismatch", f"claimed {claimed}, the folded bids give {outcome}")
         listing.update({"status": CLOSED, "auction": outcome, "updated_ms": ctx.timestamp_ms})
-        own.put(listing_key(lid), listing)
-        self._index(own, listing, lid)
+        self._put_listing(own, listing)
         if outcome["winner"] is None:
             return []
         bid = own.get(f"{BID}{lid}/{outcome['winning_bid_id']}")
@@ -681,8 +824,7 @@ class MarketProjection(Projection):
         listing["updated_ms"] = ctx.timestamp_ms
         own.put(key, {"stars": stars, "review": p.get("review", ""), "contract_id": p.get("contract_id"),
                       "rated_ms": ctx.timestamp_ms})
-        own.put(listing_key(lid), listing)
-        self._index(own, listing, lid)
+        self._put_listing(own, listing)
         return []
 
     # -- contracts ------------------------------------------------------------------------------

@@ -39,6 +39,23 @@ Store layout (JSON values; never mutated in place — every update writes a new 
     touches every element it holds).
 ``clock/now_ms``
     the newest event timestamp this projection has folded: the registry's notion of now.
+``brk/<agent_id>/<capability>/<receipts lane>``
+    the circuit breaker (``resilience.py``, config ``ROUTING_BREAKER``) of the agent for
+    the capability as seen from one receipts lane, folded from that lane's receipts only
+    (one partition, one total order: the same state the heal domain keeps under
+    ``breaker/...`` and announces with ``heal.circuit_state_changed``). The router of
+    commands lane ``commands/p`` reads the breakers of ``receipts/p``: the receipts of the
+    commands it routed (both topics are keyed by command id), as each resilience4j client
+    keeps its own breakers.
+``forced/<agent_id>``
+    ``{"opened_ms", "action_id"}`` while a ``heal.action`` OPEN_CIRCUIT on the agent is in
+    force (CLOSE_CIRCUIT deletes it): the MAPE-K plan opening the agent's breakers for all
+    its capabilities and lanes for ``wait_open_ms``; after that the per-lane breakers
+    decide again. Fed by the agent's ``heal`` lane only (topic ``heal``, keyed by target).
+``flight/<agent_id>/<capability>``
+    ``[routed, receipts]`` of the agent for the capability: commutative counters, so
+    in-flight calls (``routed − receipts``) per agent × capability — the bulkhead's
+    occupancy and the half-open probes outstanding — are order-free like ``load``.
 
 Expiry (deterministic, no wall clock). Every agent carries ``expires_ms = last_seen_ms +
 grace`` with ``grace = max(ttl_ms, MISSED_INTERVALS * interval_ms)``: ``ttl_ms`` (the
@@ -150,6 +167,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.resilience import ROUTING_BREAKER, new_breaker, on_result
 
 AGENT_PREFIX = "agent/"
 OBS_PREFIX = "obs/"
@@ -158,6 +176,9 @@ FIT_PREFIX = "fit/"
 FIT_BUCKETS_PREFIX = "fitb/"
 FIT_BUCKETS = 100  # fitness resolution of one view bucket: 0.01
 CLOCK_KEY = "clock/now_ms"
+BREAKER_PREFIX = "brk/"
+FLIGHT_PREFIX = "flight/"
+FORCED_PREFIX = "forced/"
 
 ACTIVE = "ACTIVE"
 EXPIRED = "EXPIRED"
@@ -196,6 +217,36 @@ def obs_key(agent_id: str) -> str:
 
 def cap_key(capability: str) -> str:
     return CAP_PREFIX + capability
+
+
+def breaker_key(agent_id: str, capability: str, receipts_lane: str) -> str:
+    return f"{BREAKER_PREFIX}{agent_id}/{capability}/{receipts_lane}"
+
+
+def flight_key(agent_id: str, capability: str) -> str:
+    return f"{FLIGHT_PREFIX}{agent_id}/{capability}"
+
+
+def in_flight(store: StateStore, agent_id: str, capability: str) -> int:
+    """Calls of ``capability`` routed to the agent and not yet receipted (order-free, like ``load``)."""
+    routed, receipts = store.get(flight_key(agent_id, capability)) or (0, 0)
+    return max(0, int(routed) - int(receipts))
+
+
+def bulkhead_of(agent: Mapping[str, Any], capability: str) -> int | None:
+    """The agent's bulkhead for ``capability``: max concurrent calls, from its registration metadata.
+
+    ``metadata["bulkhead.<capability>"]`` or, for all its capabilities, ``metadata["bulkhead"]``
+    (decimal text, >= 1); None = no bulkhead (``max_concurrency`` still caps the agent as a whole).
+    A malformed value is ignored rather than refused: metadata is free text.
+    """
+    meta = agent.get("metadata") or {}
+    raw = meta.get(f"bulkhead.{capability}", meta.get("bulkhead"))
+    try:
+        cap = int(str(raw)) if raw is not None else None
+    except ValueError:
+        return None
+    return cap if cap is not None and cap >= 1 else None
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -453,7 +504,7 @@ class RegistryProjection(Projection):
     name: ClassVar[str] = "registry"
     event_types: ClassVar[frozenset[str]] = frozenset({
         "agents.registered", "agents.heartbeat", "agents.health_changed", "agents.deregistered",
-        "commands.routed", "commands.receipt",
+        "commands.routed", "commands.receipt", "heal.action",
     })
 
     def __init__(self, ttl_ms: int = DEFAULT_TTL_MS) -> None:
@@ -467,6 +518,7 @@ class RegistryProjection(Projection):
             "agents.deregistered": self._deregistered,
             "commands.routed": self._routed,
             "commands.receipt": self._receipt,
+            "heal.action": self._heal_action,
         }
 
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
@@ -625,7 +677,10 @@ class RegistryProjection(Projection):
 
     def _routed(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
         agent_id = _text(p["agent_id"], "agent_id")
+        capability = _text(p["capability"], "capability")
         obs = store.get(obs_key(agent_id)) or empty_obs()
+        routed, receipts = store.get(flight_key(agent_id, capability)) or (0, 0)
+        store.put(flight_key(agent_id, capability), [routed + 1, receipts])
         self._observe(store, ctx, agent_id, {**obs, "routed": obs["routed"] + 1})
 
     def _receipt(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
@@ -636,11 +691,36 @@ class RegistryProjection(Projection):
         success = p["success"]
         if not isinstance(success, bool):
             raise InvalidEvent("invalid-payload", "success must be a boolean")
+        capability = _text(p["capability"], "capability")
         outcome_micro = round(receipt_outcome(p) * OUTCOME_SCALE)
         ok = success and not p.get("timed_out", False)
         obs = store.get(obs_key(agent_id)) or empty_obs()
+        routed, receipts = store.get(flight_key(agent_id, capability)) or (0, 0)
+        store.put(flight_key(agent_id, capability), [routed, receipts + 1])
+        bkey = breaker_key(agent_id, capability, ctx.lane)
+        breaker, _change = on_result(store.get(bkey) or new_breaker(), ctx.timestamp_ms, duration, ok, ROUTING_BREAKER)
+        store.put(bkey, breaker)
         self._observe(store, ctx, agent_id, add_receipt(obs, finished, duration, ok, outcome_micro,
                                                         ctx.timestamp_ms))
+
+
+    @staticmethod
+    def _heal_action(store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
+        """OPEN_CIRCUIT / CLOSE_CIRCUIT from the heal domain force the target's breakers; other actions
+        are for the agents to carry out and change nothing here."""
+        target = _text(p["target"], "target")
+        action = p["action"]
+        action_id = _text(p["action_id"], "action_id")
+        if action == "OPEN_CIRCUIT":
+            store.put(FORCED_PREFIX + target, {"opened_ms": ctx.timestamp_ms, "action_id": action_id})
+        elif action == "CLOSE_CIRCUIT":
+            store.delete(FORCED_PREFIX + target)
+
+
+def forced_open(store: StateStore, agent_id: str) -> int | None:
+    """When a heal OPEN_CIRCUIT action opened the agent's breakers (event time), or None."""
+    forced = store.get(FORCED_PREFIX + agent_id)
+    return int(forced["opened_ms"]) if forced else None
 
 
 def fit_bucket(neg_fitness: float) -> int:
@@ -706,6 +786,8 @@ __all__ = [
     "RegistryProjection",
     "add_receipt",
     "best_fit",
+    "breaker_key",
+    "bulkhead_of",
     "capacity_factor",
     "clock",
     "effective_status",
@@ -714,7 +796,9 @@ __all__ = [
     "fit_key",
     "fitness",
     "fitness_of",
+    "flight_key",
     "get_agent",
+    "in_flight",
     "latency_factor",
     "measure",
     "obs_key",

@@ -55,6 +55,13 @@ class BreakerConfig:
                 raise ValueError(f"{name} must be in (0, 100]")
 
 
+# The breakers of the command path: one per (agent, capability, receipts lane), folded from receipts
+# both by the heal domain (which emits heal.circuit_state_changed) and by the registry (which the
+# router reads). One config, so both fold identical states from the same lane.
+ROUTING_BREAKER = BreakerConfig(failure_rate_threshold=50, slow_call_rate_threshold=80, slow_call_duration_ms=5_000,
+                                window_size=20, minimum_calls=10, wait_open_ms=10_000, permitted_half_open=3)
+
+
 def new_breaker() -> dict[str, Any]:
     """Initial state: CLOSED, empty window. ``calls`` = ``[at_ms, failed, slow]`` rows, oldest first."""
     return {"state": CLOSED, "calls": [], "opened_ms": None, "half_open_permits": 0, "half_open_calls": [],
@@ -159,7 +166,10 @@ def guard(candidates: Sequence[Mapping[str, Any]], capability: str, now_ms: int,
     """Candidates a router may use: breaker permits (CLOSED, or HALF_OPEN with a permit left) and bulkhead room.
 
     Returns (allowed, {agent_id: why excluded}). Reading only: the caller acquires the
-    half-open permit for the agent it picks (``try_acquire``).
+    half-open permit for the agent it picks (``try_acquire``) — or, a caller that cannot
+    write (the router derives, it does not store), passes ``in_flight``: calls in flight
+    to a HALF_OPEN breaker's agent count as probes already granted, so at most
+    ``permitted_half_open`` probes are outstanding, whatever the stored permit count says.
     """
     allowed: list[Mapping[str, Any]] = []
     excluded: dict[str, str] = {}
@@ -168,8 +178,9 @@ def guard(candidates: Sequence[Mapping[str, Any]], capability: str, now_ms: int,
         b = breakers.get(key)
         if b is not None:
             state = state_at(b, now_ms, cfg)
-            half_open_full = state == HALF_OPEN and b["state"] == HALF_OPEN and \
-                b["half_open_permits"] >= cfg.permitted_half_open
+            granted = b["half_open_permits"] if b["state"] == HALF_OPEN else 0
+            probing = (len(b["half_open_calls"]) if b["state"] == HALF_OPEN else 0) + (in_flight or {}).get(key, 0)
+            half_open_full = state == HALF_OPEN and max(granted, probing) >= cfg.permitted_half_open
             if state == OPEN or half_open_full:
                 excluded[key[0]] = f"circuit {state}"
                 continue
@@ -189,6 +200,7 @@ __all__ = [
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
+    "ROUTING_BREAKER",
     "BreakerConfig",
     "bulkhead_has_room",
     "force_open",

@@ -79,6 +79,17 @@ Decision procedure (``now = max(registry clock, request timestamp)``):
 3. ``screen``: healthy = the monitor has not declared it FAILED and health ≥ 0.5
    (DEGRADED stays routable); none → ALL_UNHEALTHY. Then below max_concurrency; none →
    OVER_CAPACITY.
+   Then ``guard_eligible``: circuit breakers and bulkheads, read from the registry —
+   the breaker of (agent, capability) folded from the receipts lane paired with the
+   request's commands lane (``receipts_lane``: the receipts of the commands this shard
+   routed, one resilience4j client per shard), and the in-flight calls per (agent,
+   capability) against the agent's bulkhead (``registry.bulkhead_of``). OPEN excludes;
+   HALF_OPEN admits while fewer than ``permitted_half_open`` calls are in flight. The
+   exclusions are **recorded** in ``commands.routed.excluded`` (schema v2) — breaker
+   state is an input to the decision, and the log carries it like every other input.
+   Nobody admitted → CIRCUIT_OPEN (all exclusions are breakers; ``retry_after_ms`` =
+   the soonest half-open time) or OVER_CAPACITY (a bulkhead involved), the cause per
+   agent in ``detail``.
 4. ``pick`` by strategy among the eligible. Every strategy minimises a sort key whose
    last component is the agent id, so ties are broken deterministically:
 
@@ -98,7 +109,10 @@ Decision procedure (``now = max(registry clock, request timestamp)``):
    common case (every fresh agent has load 0 and the same prior reliability) and the id
    alone would send them all to the same agent. PREDICTED minimises ``predicted_latency_ms``
    (a learned prediction carried by the candidate, else latency × queueing ÷ reliability;
-   recorded in ``inputs.predicted_latency_ms``). TRUST_WEIGHTED and MIN_COST
+   recorded in ``inputs.predicted_latency_ms``). ``LearnedRoutingProjection`` (the live
+   worker's router) attaches the learned one from the replica's ``latency`` store
+   (``latency_models.py``, per receipts lane) and records ``model_version``; a replay
+   folds the recorded decision and needs no model. TRUST_WEIGHTED and MIN_COST
    need the trust, learning and market projections, which this router does not read:
    they **fall back to BEST_FIT**, as the schema prescribes for symbols a reader does not
    know; the routed event's ``strategy`` says BEST_FIT (the strategy actually applied)
@@ -131,17 +145,22 @@ from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Proje
 from swarmlog.projections.registry import (
     ACTIVE,
     EXPIRED,
+    breaker_key,
+    bulkhead_of,
     cap_key,
     capacity_factor,
     clock,
     find_by_capability,
     fitness,
     fitness_of,
+    forced_open,
     get_agent,
     has_capacity,
+    in_flight,
     latency_factor,
     routable_health,
 )
+from swarmlog.projections.resilience import OPEN, ROUTING_BREAKER, force_open, guard, new_breaker, state_at
 
 CMD_PREFIX = "cmd/"
 RR_PREFIX = "rr/"
@@ -161,6 +180,7 @@ FAILED = "FAILED"
 # Suggested retry delay per failure reason; None = do not retry (the schema's convention).
 RETRY_AFTER_MS: dict[str, int | None] = {
     "OVER_CAPACITY": 1_000,
+    "CIRCUIT_OPEN": ROUTING_BREAKER.wait_open_ms,
     "ALL_UNHEALTHY": 10_000,
     "NO_CAPABLE_AGENT": None,
     "BELOW_MIN_TRUST": None,
@@ -306,6 +326,62 @@ def choose(candidates: Sequence[Candidate], strategy: str, cursor: int) -> tuple
     return str(chosen["agent_id"]), score_of(strategy, chosen), ""
 
 
+def receipts_lane(commands_lane: str) -> str:
+    """The receipts lane carrying the receipts of commands requested on ``commands_lane``.
+
+    ``commands`` and ``receipts`` are both keyed by command id with the same partition
+    count, so ``<prefix>commands/p`` pairs with ``<prefix>receipts/p``. Another topic
+    name (tests, replays of foreign logs) maps to itself.
+    """
+    topic, _, partition = commands_lane.rpartition("/")
+    if topic.endswith("commands"):
+        return f"{topic[:-len('commands')]}receipts/{partition}"
+    return commands_lane
+
+
+def guard_eligible(registry: StateStore, eligible: Sequence[Candidate], capability: str, lane: str,
+                   now_ms: int) -> tuple[list[Candidate], list[dict[str, str]], int | None]:
+    """Breakers and bulkheads over the eligible: (allowed, exclusions, retry_after_ms of the soonest breaker).
+
+    Reads the registry only: each candidate's breaker for ``capability`` in the receipts lane
+    paired with the request's ``lane`` (OPEN rejects; HALF_OPEN admits while fewer than
+    ``permitted_half_open`` calls are in flight to it), its in-flight calls and its
+    bulkhead (``bulkhead_of``). Exclusions are ``{agent_id, reason}`` in candidate order;
+    they go into the routed event so the decision can be audited without the registry.
+    """
+    blane = receipts_lane(lane)
+    breakers: dict[tuple[str, str], Mapping[str, Any]] = {}
+    bulkheads: dict[tuple[str, str], int] = {}
+    flights: dict[tuple[str, str], int] = {}
+    for c in eligible:
+        key = (str(c["agent_id"]), capability)
+        b = registry.get(breaker_key(key[0], capability, blane))
+        forced = forced_open(registry, key[0])
+        if forced is not None and now_ms < forced + ROUTING_BREAKER.wait_open_ms:
+            b = force_open(b or new_breaker(), forced)  # a heal OPEN_CIRCUIT action: every lane, for one wait
+        if b is not None:
+            breakers[key] = b
+        cap = bulkhead_of(c, capability)
+        if cap is not None:
+            bulkheads[key] = cap
+        if b is not None or cap is not None:
+            flights[key] = in_flight(registry, key[0], capability)
+    if not breakers and not bulkheads:
+        return list(eligible), [], None
+    allowed, why = guard(eligible, capability, now_ms, breakers, ROUTING_BREAKER, bulkheads, flights)
+    excluded = [{"agent_id": str(c["agent_id"]), "reason": why[str(c["agent_id"])]}
+                for c in eligible if str(c["agent_id"]) in why]
+    waits = [b["opened_ms"] + ROUTING_BREAKER.wait_open_ms - now_ms for (agent, _), b in breakers.items()
+             if agent in why and state_at(b, now_ms, ROUTING_BREAKER) == OPEN]
+    return allowed, excluded, min(waits) if waits else None
+
+
+def guard_failure(excluded: Sequence[Mapping[str, str]]) -> str:
+    """Why nobody was left: CIRCUIT_OPEN if every exclusion was a breaker, else OVER_CAPACITY (a full
+    bulkhead frees up as soon as a call finishes)."""
+    return "CIRCUIT_OPEN" if all(e["reason"].startswith("circuit") for e in excluded) else "OVER_CAPACITY"
+
+
 def route_inputs(c: Candidate) -> dict[str, Any]:
     """The ``RouteInputs`` record of a candidate: what the decision saw, for audit and learning."""
     return {
@@ -346,8 +422,8 @@ def audit_routed(routed: Mapping[str, Any], candidates: Sequence[Candidate], cur
     """Problems found re-checking a ``commands.routed`` payload; empty = the decision checks out.
 
     Checks that the recorded derived inputs follow from the raw ones (latency_factor,
-    capacity_factor, fitness, score) and that ``choose`` on ``candidates`` with ``cursor``
-    gives the recorded agent and score.
+    capacity_factor, fitness, score) and that ``choose`` on ``candidates`` with ``cursor``,
+    minus the recorded ``excluded`` (breakers, bulkheads), gives the recorded agent and score.
     """
     problems: list[str] = []
     inputs = routed["inputs"]
@@ -364,7 +440,8 @@ def audit_routed(routed: Mapping[str, Any], candidates: Sequence[Candidate], cur
             problems.append(f"inputs.{name} is {inputs[name]!r}, formula gives {value!r}")
     if score_of(strategy, rebuilt) != routed["score"]:
         problems.append(f"score {routed['score']!r} does not follow from the recorded inputs")
-    agent_id, score, reason = choose(candidates, strategy, cursor)
+    excluded = {e["agent_id"] for e in routed.get("excluded") or []}
+    agent_id, score, reason = choose([c for c in candidates if c["agent_id"] not in excluded], strategy, cursor)
     if agent_id != routed["agent_id"] or score != routed["score"]:
         problems.append(f"choose() gives {agent_id!r} (score {score!r}, {reason or 'ok'}), "
                         f"recorded {routed['agent_id']!r} (score {routed['score']!r})")
@@ -474,8 +551,9 @@ class RoutingProjection(Projection):
             "requested_strategy": requested, "strategy": strategy, "requested_ms": ctx.timestamp_ms,
             "target_agent": target or None, "cursor": cursor,
         }))
+        latency = stores.others.get("latency") if strategy == "PREDICTED" else None
         return self._decide(stores.read("registry"), ctx, command_id, capability, strategy, target, deadline,
-                            min_trust, p.get("encrypted", False), cursor, trust)
+                            min_trust, p.get("encrypted", False), cursor, trust, latency)
 
     def trust_lookup(self, stores: Stores) -> TrustLookup | None:
         """How this router learns trust: None — the plain router does not read the trust projection."""
@@ -484,15 +562,37 @@ class RoutingProjection(Projection):
     @staticmethod
     def _decide(registry: StateStore, ctx: EventContext, command_id: str, capability: str, strategy: str,
                 target: str | None, deadline: int | None, min_trust: float | None, encrypted: bool,
-                cursor: int | None, trust: TrustLookup | None = None) -> list[Derived]:
+                cursor: int | None, trust: TrustLookup | None = None,
+                latency: StateStore | None = None) -> list[Derived]:
         """The routing decision as events to emit; reads the registry, writes nothing."""
         now = max(clock(registry), ctx.timestamp_ms)
 
-        def fail(reason: str, detail: str, candidates: int = 0, retry: str | None = None) -> list[Derived]:
+        def fail(reason: str, detail: str, candidates: int = 0, retry: str | None = None,
+                 retry_ms: int | None = None) -> list[Derived]:
             return [Derived("commands.route_failed", {
                 "command_id": command_id, "capability": capability, "strategy": strategy, "reason": reason,
-                "detail": detail, "candidates": candidates, "retry_after_ms": RETRY_AFTER_MS.get(retry or reason),
+                "detail": detail, "candidates": candidates,
+                "retry_after_ms": retry_ms if retry_ms is not None else RETRY_AFTER_MS.get(retry or reason),
             }, subject=command_id)]
+
+        def guarded(candidates: Sequence[Candidate], eligible: list[Candidate],
+                    position: int) -> list[Derived]:
+            allowed, excluded, retry_ms = guard_eligible(registry, eligible, capability, ctx.lane, now)
+            if not allowed:
+                why = guard_failure(excluded)
+                detail = "; ".join(f"{e['agent_id']}: {e['reason']}" for e in excluded)
+                if target:
+                    return fail("TARGET_UNAVAILABLE", f"{target}: {why} ({detail})", candidates=1, retry=why,
+                                retry_ms=retry_ms if why == "CIRCUIT_OPEN" else None)
+                return fail(why, f"{len(eligible)} eligible candidates, none admitted: {detail}",
+                            candidates=len(candidates), retry_ms=retry_ms if why == "CIRCUIT_OPEN" else None)
+            version = None
+            if latency is not None:  # PREDICTED with learned models: the predictions are recorded inputs
+                from swarmlog.projections.latency_models import learned_predictions, model_version
+
+                allowed = learned_predictions(latency, allowed, capability, receipts_lane(ctx.lane), now)
+                version = model_version(receipts_lane(ctx.lane))
+            return _routed(command_id, capability, strategy, candidates, allowed, position, excluded, version)
 
         if encrypted and not target:
             return fail("OTHER", "encrypted args need a target_agent")
@@ -530,7 +630,7 @@ class RoutingProjection(Projection):
             eligible, why, detail = screen(trusted)
             if not eligible:
                 return fail("TARGET_UNAVAILABLE", f"{target}: {why} ({detail})", candidates=1, retry=why)
-            return _routed(command_id, capability, strategy, trusted, eligible, 0)
+            return guarded(trusted, eligible, 0)
 
         candidates = find_by_capability(registry, capability, now)
         if not candidates:
@@ -545,7 +645,7 @@ class RoutingProjection(Projection):
         eligible, why, detail = screen(trusted)
         if not eligible:
             return fail(why, detail, candidates=len(candidates))
-        return _routed(command_id, capability, strategy, candidates, eligible, cursor or 0)
+        return guarded(candidates, eligible, cursor or 0)
 
     # -- commands.routed / commands.route_failed: fold the recorded decision
     @staticmethod
@@ -597,6 +697,13 @@ class RoutingProjection(Projection):
         own.put(cmd_key(command_id), resolve({**old, "receipts": {**old["receipts"], agent_id: receipt}}))
 
 
+class LearnedRoutingProjection(RoutingProjection):
+    """The router with learned latency models (``latency_models.LatencyModelProjection``, store ``latency``)
+    for PREDICTED. Only the live worker needs it: replays fold the recorded decisions."""
+
+    reads: ClassVar[tuple[str, ...]] = ("registry", "latency")
+
+
 def _inputs_for(strategy: str, chosen: Candidate) -> dict[str, Any]:
     inputs = route_inputs(chosen)
     if strategy == "PREDICTED":
@@ -625,15 +732,19 @@ def session_receipt(ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
 
 
 def _routed(command_id: str, capability: str, strategy: str, candidates: Sequence[Candidate],
-            eligible: list[Candidate], position: int) -> list[Derived]:
+            eligible: list[Candidate], position: int, excluded: Sequence[Mapping[str, str]] = (),
+            version: str | None = None) -> list[Derived]:
     chosen = pick(eligible, strategy, position)
+    learned = chosen.get("predicted_latency_ms") is not None
     score = score_of(strategy, chosen)
     alternatives = [{"agent_id": c["agent_id"], "score": score_of(strategy, c)}
                     for c in runner_ups(eligible, strategy, position)]
     return [Derived("commands.routed", {
         "command_id": command_id, "capability": capability, "agent_id": chosen["agent_id"],
         "strategy": strategy, "score": score, "candidates": len(candidates), "eligible": len(eligible),
-        "inputs": _inputs_for(strategy, chosen), "alternatives": alternatives, "model_version": None,
+        "inputs": _inputs_for(strategy, chosen), "alternatives": alternatives,
+        "model_version": version if learned else None,
+        "excluded": [dict(e) for e in excluded],
     }, subject=command_id)]
 
 
@@ -674,6 +785,7 @@ __all__ = [
     "FALLBACK_STRATEGY",
     "IMPLEMENTED_STRATEGIES",
     "TRUST_WEIGHTED",
+    "LearnedRoutingProjection",
     "RoutingProjection",
     "TrustAwareRoutingProjection",
     "applied_strategy",
@@ -681,8 +793,11 @@ __all__ = [
     "candidate_from_inputs",
     "candidates_for",
     "choose",
+    "guard_eligible",
+    "guard_failure",
     "pick",
     "predicted_latency_ms",
+    "receipts_lane",
     "resolve",
     "route_inputs",
     "runner_ups",

@@ -704,7 +704,10 @@ def test_registry_state_is_a_function_of_the_event_set(n_receipts: int, n_routed
                                                    success=rng.random() < 0.7, timed_out=rng.random() < 0.1,
                                                    error_rate=rng.choice([0.0, 0.0, 0.3]), finished=finished)))
     others += [("commands.routed", routed_payload(f"r{i}", "db.query", "a")) for i in range(n_routed)]
-    events = [(t, p, "agents/0") for t, p in agents_events] + [(t, p, "other/0") for t, p in others]
+    # each receipt/routed event in a lane of its own: any order of them is then an interleaving Kafka allows
+    # (the per-lane breakers, brk/..., rely on the order inside one receipts lane)
+    events = [(t, p, "agents/0") for t, p in agents_events] + [(t, p, f"other/{i}") for i, (t, p) in
+                                                               enumerate(others)]
     stamped = [(t, p, lane, T0 + i) for i, (t, p, lane) in enumerate(events)]
 
     def run(order: list[int]) -> str:
