@@ -246,6 +246,10 @@ class RocksNodeStore:
         """Stage a non-tile write (index, meta) into the same atomic batch."""
         self._batch.put(key, value)
 
+    def batch_put(self) -> Callable[[bytes, bytes], None]:
+        """The pending batch's ``put`` (valid until :meth:`take_batch`), for staging many entries."""
+        return cast(Callable[[bytes, bytes], None], self._batch.put)
+
     def take_batch(self) -> WriteBatch:
         """The staged writes plus the current in-progress tiles; the store starts a fresh batch."""
         batch = self._batch
@@ -366,12 +370,13 @@ class RocksLedger:
             indices = range(start, start + n)
             packed = list(map(_PACK_U64, indices))
             staged.update(zip(fresh, indices, strict=True))
+            put = self.store.batch_put()  # the bound method: one Python call per index entry, not two
             for key, value in zip(keys, packed, strict=True):
-                stage(key, value)
+                put(key, value)
             if event_ids is not None:
                 self._staged_ids.update(zip(event_ids, indices, strict=True))
-                for event_id, value in zip(event_ids, packed, strict=True):
-                    stage(_ID_INDEX + event_id, value)
+                for key, value in zip(map(_ID_INDEX.__add__, event_ids), packed, strict=True):
+                    put(key, value)
             result: list[int | None] = list(indices)
         else:
             fresh = []
