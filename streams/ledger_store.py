@@ -216,6 +216,30 @@ class RocksNodeStore:
         self._size = old + len(hashes)
         self._flush_tiles()
 
+    def append_leaf_hash(self, h: bytes) -> int:
+        """One leaf: the same nodes as :meth:`append_leaf_hashes` without the batch set-up
+        (amortised one node hash; tiles can only complete when the size reaches a multiple of 256)."""
+        d = self._digest
+        levels, base = self._levels, self._base
+        index = lo = self._size
+        level = 0
+        while True:
+            if level == len(levels):
+                levels.append(bytearray())
+                base.append(0)  # a new top level starts at index 0
+            buf = levels[level]
+            buf += h
+            if not lo & 1:
+                break
+            offset = (lo - 1 - base[level]) * d
+            h = self._node(b"\x01" + buf[offset : offset + d] + h).digest()
+            level += 1
+            lo >>= 1
+        self._size = index + 1
+        if not self._size & (_TILE - 1):
+            self._flush_tiles()
+        return index
+
     def _flush_tiles(self) -> None:
         """Move every completed tile out of the in-memory levels into the pending batch."""
         d = self._digest
@@ -342,7 +366,19 @@ class RocksLedger:
 
     def append(self, event_hash: bytes, event_id: bytes | None = None) -> int | None:
         """Append one event; None if the event hash is already a leaf (each event once)."""
-        return self.append_many([event_hash], None if event_id is None else [event_id])[0]
+        if type(event_hash) is not bytes or len(event_hash) != self.alg.digest_size:
+            raise ProofError(f"event hashes must be {self.alg.digest_size} bytes")
+        if self.index_of(event_hash) is not None:
+            return None
+        index = self.store.append_leaf_hash(_LEAF_HASH[self.alg](b"\x00" + event_hash).digest())
+        value = _PACK_U64(index)
+        stage = self.store.stage
+        stage(_HASH_INDEX + event_hash, value)
+        self._staged_hashes[event_hash] = index
+        if event_id is not None:
+            stage(_ID_INDEX + event_id, value)
+            self._staged_ids[event_id] = index
+        return index
 
     def append_many(self, event_hashes: Sequence[bytes], event_ids: Sequence[bytes] | None = None,
                     ) -> list[int | None]:
