@@ -5,12 +5,13 @@ Targets (issue 4): append >= 100 k leaves/s; inclusion proof < 1 ms at 10 M leav
 Three measurements, one run, one machine:
 
 * ``append_many``: ``RocksLedger.append_many`` in batches of ``--batch`` event hashes (the
-  duplicate check is one multi-get per batch; leaves, nodes and the event-hash index are staged
-  and committed atomically once per batch) into an empty store -- ``--append`` leaves;
+  duplicate check is one multi-get per batch; completed tiles of 256 leaves, the in-progress
+  tiles and the event-hash index are committed atomically once per batch) into an empty store --
+  ``--append`` leaves;
 * ``memory_append``: ``MerkleLog.append`` into the pure in-memory store, as the in-run reference;
 * ``append``: the same through ``RocksLedger.append`` one leaf at a time (commit every batch);
 * ``prove``: ``--proofs`` inclusion proofs of random leaves in the full tree of ``--leaves``
-  leaves (RocksDB point reads through the NodeStore, O(log n)), each verified outside the timed
+  leaves (RocksDB reads of the ~log256(n) tiles on the path, a small tile cache), each verified outside the timed
   region; p50/p99/max latency. The tree is built with ``RocksLedger.bulk_build`` (hash every
   level in memory, write sorted SST files, ingest) and the build time is reported.
 

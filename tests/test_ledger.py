@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import random
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, cast
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rocksdict import Options, Rdict
 
 from swarmlog.projections.base import MemoryStore
 from swarmlog.projections.ledger import (
@@ -243,6 +245,50 @@ def test_compaction_keeps_proofs_about_newer_leaves(tmp_path: Path, before: int)
     new = os.urandom(32)
     assert ledger.append(new) == 200 and ledger.root() == m.root([*leaves, new])  # still appendable
     ledger.close()
+
+
+def test_rocks_ledger_tiles_across_tile_levels(tmp_path: Path) -> None:
+    """Past 2**16 leaves the second tile-level gets complete tiles: appends (with reopens in the
+    middle of tiles), a bulk build and the pure computation must agree, also after compaction."""
+    leaves = hashes(65_536 + 700, seed=9)
+    appended = RocksLedger(tmp_path / "a")
+    cuts = [0, 1, 255, 256, 257, 20_000, 65_535, 65_536, 65_537, len(leaves)]
+    for lo, hi in itertools.pairwise(cuts):
+        assert appended.append_many(leaves[lo:hi]) == list(range(lo, hi))
+        appended.close()
+        appended = RocksLedger(tmp_path / "a")
+    built = RocksLedger.bulk_build(tmp_path / "b", leaves)
+    n = len(leaves)
+    rnd = random.Random(3)
+    for size in [1, 256, 257, 65_536, 65_537, n, *[rnd.randrange(1, n + 1) for _ in range(5)]]:
+        assert appended.root(size) == built.root(size) == m.root(leaves[:size])
+        index = rnd.randrange(size)
+        proof = appended.inclusion_proof(index, size)
+        assert proof == built.inclusion_proof(index, size)
+        m.verify_inclusion(m.leaf_hash(leaves[index]), index, size, proof, m.root(leaves[:size]))
+    root = m.root(leaves)
+    for ledger in (appended, built):
+        ledger.compact(65_536 + 300)
+        for index in (65_836, 65_900, n - 1):
+            m.verify_inclusion(m.leaf_hash(leaves[index]), index, n, ledger.inclusion_proof(index), root)
+        with pytest.raises(m.MissingNodeError):
+            ledger.inclusion_proof(10)
+        ledger.close()
+    reopened = RocksLedger(tmp_path / "a")
+    m.verify_inclusion(m.leaf_hash(leaves[n - 5]), n - 5, n, reopened.inclusion_proof(n - 5), root)
+    assert reopened.leaf_hash(n - 5) == m.leaf_hash(leaves[n - 5]) and reopened.append(leaves[3]) is None
+    reopened.close()
+
+
+def test_rocks_ledger_refuses_a_store_of_another_format(tmp_path: Path) -> None:
+    with RocksLedger(tmp_path / "l") as ledger:
+        ledger.append_many(hashes(5))
+    # an untiled store of the earlier layout has no format marker
+    db = Rdict(str(tmp_path / "l"), options=Options(raw_mode=True))
+    db.delete(b"m:format")
+    db.close()
+    with pytest.raises(m.ProofError, match="another on-disk format"):
+        RocksLedger(tmp_path / "l")
 
 
 def test_compaction_keep_is_the_compact_range() -> None:
