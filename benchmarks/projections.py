@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeats", type=int, default=12_000)
     parser.add_argument("--commands", type=int, default=5_000, help="requests; as many receipts")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--domains", default="agents,coordination",
+                        help="worker domains for the swarmlog variants (the registry + command-broker ones by "
+                             "default; '' = every default domain, as `swarmlog worker` runs)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=600.0, help="per variant, seconds")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
@@ -233,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"log: {events:,} events, {sum(records.values()):,} records (with seals) "
               f"in {produce_s:.1f} s: {records}", file=sys.stderr)
         spec = {"bootstrap": bootstrap, "embedded": embedded, "prefix": prefix, "ends": ends,
-                "partitions": PARTITIONS}
+                "partitions": PARTITIONS, "domains": args.domains}
+        results["domains"] = args.domains or "all"
         for variant in variants:
             variant_spec = spec
             if variant == "swarmlog_per_event":
@@ -433,7 +437,7 @@ def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = F
     """The real worker; ``per_event``: as before batching — every table write goes straight to
     the table (and its changelog), changelog records are sent without linger."""
     from swarmlog.processors import app as app_module
-    from swarmlog.processors.app import WorkerConfig, create_app
+    from swarmlog.processors.app import WorkerConfig, create_app, select_domains
     from swarmlog.processors.runtime import TableStore
 
     if per_event:
@@ -449,7 +453,7 @@ def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = F
     def producer() -> EventProducer:
         return EventProducer(identity, spec["bootstrap"], topic_prefix=spec["prefix"])
 
-    app = create_app(config, producer)
+    app = create_app(config, producer, domains=select_domains(spec.get("domains", "")))
     if per_event:
         app.conf.producer_linger = 0.0
         app.conf.producer_max_batch_size = 16384

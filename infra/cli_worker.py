@@ -20,6 +20,9 @@ def worker_command(
     datadir: Annotated[Path | None, typer.Option(help="RocksDB tables; default $SWARMLOG_HOME/workers/NAME.")]
     = None,
     loglevel: Annotated[str, typer.Option(help="crit, error, warn, info or debug.")] = "warn",
+    domains: Annotated[str, typer.Option(help="Comma-separated domains this worker runs (default: all), e.g. "
+                                         "agents,coordination. Workers with the same set share a consumer group.")]
+    = "",
 ) -> None:
     """Run a worker: verify events, fold them into RocksDB tables, emit decisions.
 
@@ -31,11 +34,16 @@ def worker_command(
 
     from swarmlog.infra.broker import BrokerError, resolve_bootstrap
     from swarmlog.infra.topics import provision
-    from swarmlog.processors.app import WorkerConfig, create_app
+    from swarmlog.processors.app import WorkerConfig, create_app, select_domains
     from swarmlog.streams.keystore import Keystore
     from swarmlog.streams.producer import EventProducer
 
     settings = get_settings()
+    try:
+        chosen = select_domains(domains)
+    except ValueError as exc:
+        typer.echo(f"swarmlog: error: {exc}", err=True)
+        raise typer.Exit(2) from None
     try:
         bootstrap = resolve_bootstrap(start_if_missing=True)
     except BrokerError as exc:
@@ -48,6 +56,7 @@ def worker_command(
         topic_prefix=settings.topic_prefix, partitions=settings.partitions, web_port=web_port,
         # short group timeouts on the embedded broker (also when `swarmlog run` passes it in)
         embedded=os.environ.get("SWARMLOG_BOOTSTRAP") is None or os.environ.get("SWARMLOG_EMBEDDED") == "1",
+        app_id="swarmlog" if not domains else "swarmlog-" + "-".join(sorted(chosen)),
     )
     config.datadir.mkdir(parents=True, exist_ok=True)
 
@@ -55,6 +64,6 @@ def worker_command(
         return EventProducer(identity, bootstrap, seal_batch=settings.seal_batch,
                              seal_interval_ms=settings.seal_interval_ms, topic_prefix=settings.topic_prefix)
 
-    app = create_app(config, producer)
+    app = create_app(config, producer, domains=chosen)
     typer.echo(f"worker {name} ({identity.did}) on {bootstrap}, tables in {config.datadir}", err=True)
     Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()  # web port: app config

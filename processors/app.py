@@ -164,6 +164,20 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     }
 
 
+def select_domains(names: str) -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
+    """The default domains named in a comma-separated list (all of them for an empty list).
+
+    Dedicated workers per domain scale a hot domain on its own; a typo must not silently
+    start a worker that folds nothing, hence the error.
+    """
+    available = default_domains()
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in available]
+    if unknown:
+        raise ValueError(f"unknown domain(s) {', '.join(unknown)}; known: {', '.join(available)}")
+    return {n: available[n] for n in wanted} if wanted else available
+
+
 def _market_projections() -> list[Projection]:
     from swarmlog.projections.market import MarketProjection
 
@@ -260,7 +274,8 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
         return TableStore(tables[name])
 
     channel = app.topic(*topic_names, value_serializer="raw", key_serializer="raw")
-    ledger_store = ledger_table(app, domain, partitions)
+    ledger_table_ = ledger_table(app, domain, partitions)
+    ledger_store = TableStore(ledger_table_) if ledger_table_ is not None else None
 
     async def agent(stream: faust.StreamT) -> None:
         # batch-aggregated table writes (runtime.WriteBehindStore); the views read the tables directly
@@ -268,8 +283,10 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
                                                                                 _set_current_event),
                                      extra_stores=_replica_stores(projections, replica))
         runtime.counters = counters  # per-reason counters, shown by /swarmlog/health/
-        if ledger_store is not None:
-            runtime.ledger = make_recorder(ledger_store, sink)
+        if ledger_table_ is not None:
+            ledger_writes = WriteBehindStore(ledger_table_, _event_context, _set_current_event)
+            runtime.ledger = make_recorder(ledger_writes, sink)
+            runtime.add_batched_store(ledger_writes)
         if any(p.reads for p in projections):
             replica.start()
             await asyncio.to_thread(replica.caught_up.wait, REPLICA_CATCH_UP_S)

@@ -12,7 +12,7 @@ from typing import Any
 
 import faust
 
-from swarmlog.processors.runtime import OutputSink, TableStore
+from swarmlog.processors.runtime import OutputSink
 from swarmlog.projections.base import StateStore
 from swarmlog.projections.ledger import (
     LedgerPolicy,
@@ -35,11 +35,16 @@ def policy_from_settings(settings: Settings | None = None) -> LedgerPolicy:
     return LedgerPolicy(alg, s.ledger_checkpoint_leaves, s.ledger_checkpoint_interval_ms)
 
 
-def ledger_table(app: faust.App, domain: str, partitions: int) -> StateStore | None:
-    """The domain's ledger table, or None when the ledger is switched off."""
+def ledger_table(app: faust.App, domain: str, partitions: int) -> Any | None:
+    """The domain's ledger table (a Faust table), or None when the ledger is switched off.
+
+    The worker appends through a batch write-behind store over it (``runtime.WriteBehindStore``:
+    a leaf costs several table writes, and per-write changelog records tripled the cost of
+    folding); the views read it through a plain ``TableStore``.
+    """
     if not get_settings().ledger:
         return None
-    return TableStore(app.Table(f"swarmlog-ledger-{domain}", default=None, partitions=partitions))
+    return app.Table(f"swarmlog-ledger-{domain}", default=None, partitions=partitions)
 
 
 def make_recorder(store: StateStore, sink: Callable[[], OutputSink]) -> LedgerRecorder:

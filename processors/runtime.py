@@ -249,6 +249,7 @@ class PartitionedRuntime:
         self._owned = [p.name for p in self.projections]  # flushed per batch; extra stores are read-only
         self._recoverers: list[Callable[[], int]] = [
             r for r in (getattr(self.stores[n], "recover", None) for n in self._owned) if r is not None]
+        self._batched_extra: list[Any] = []  # other write-behind stores flushed with the batch (the ledger)
         self.stores.update(extra_stores or {})
         self.engines: dict[tuple[str, int], Engine] = {}
         self.last_offset: dict[tuple[str, int], int] = {}
@@ -265,6 +266,14 @@ class PartitionedRuntime:
             engine.verifier.from_start = False
             self.engines[key] = engine
         return engine
+
+    def add_batched_store(self, store: Any) -> None:
+        """A write-behind store outside the projections' (the ledger's): recovered before a
+        partition's first record and flushed at the end of every batch, like theirs."""
+        self._batched_extra.append(store)
+        recover = getattr(store, "recover", None)
+        if recover is not None:
+            self._recoverers.append(recover)
 
     def revoke(self, topic: str, partition: int) -> None:
         """Partition moved away: forget its verifier state (the new owner rebuilds its own)."""
@@ -309,6 +318,8 @@ class PartitionedRuntime:
             flush = getattr(self.stores[name], "flush", None)
             if flush is not None:
                 flush()
+        for store in self._batched_extra:
+            store.flush()
         if redelivered:
             self.counters.add({"redelivered": redelivered})
         pending: set[tuple[str, int, int]] = set()
