@@ -206,8 +206,13 @@ def default_audit_domains(prefix: str = "") -> list[tuple[str, list[str], Callab
     """The registry replica and every worker domain: (name, physical topics, projections factory)."""
     from swarmlog.processors.app import default_domains, default_replica_projections
 
+    def registry_only() -> list[Projection]:
+        # the replica also keeps stores that only shape routing decisions (learned latency, a copy
+        # of the trust graph); the log records those decisions, and trust has its own domain
+        return [p for p in default_replica_projections() if p.name == "registry"]
+
     domains: list[tuple[str, list[str], Callable[[], list[Projection]]]] = [
-        ("registry", [prefix + t for t in REGISTRY_TOPICS], default_replica_projections)]
+        ("registry", [prefix + t for t in REGISTRY_TOPICS], registry_only)]
     for name, (topics, factory) in default_domains().items():
         domains.append((name, [prefix + t for t in topics], factory))
     return domains
