@@ -327,8 +327,14 @@ def compare_live_tables(bootstrap: str, prefix: str) -> dict[str, bool]:
     result: dict[str, bool] = {}
     for _domain, (topics, factory) in default_domains().items():
         projections = factory()
-        # the router's learned latency models only shape derived decisions, which the log records: empty here
-        engine = Engine(projections, {"registry": registry.stores["registry"], "latency": MemoryStore()})
+        # stores a domain reads but does not own: the registry from the log; the router's learned
+        # latency models and trust graph only shape derived decisions, which the log records: empty
+        owned = {p.name for p in projections}
+        read = {name for p in projections for name in p.reads} - owned
+        extra: dict[str, Any] = {name: MemoryStore() for name in read}
+        if "registry" in read:
+            extra["registry"] = registry.stores["registry"]
+        engine = Engine(projections, extra)
         for record in read_records(bootstrap, plan_ranges(bootstrap, [prefix + t for t in topics])):
             engine.feed(record)
         engine.finish()

@@ -134,7 +134,7 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
     from swarmlog.projections.consensus import ConsensusProjection
     from swarmlog.projections.directory import AgentDirectoryProjection
     from swarmlog.projections.heal import HealProjection
-    from swarmlog.projections.routing import LearnedRoutingProjection
+    from swarmlog.projections.routing import LiveRoutingProjection
     from swarmlog.projections.sessions import SessionProjection
     from swarmlog.projections.swarm_jobs import SwarmJobProjection
     from swarmlog.projections.swarm_resilience import RoleProjection
@@ -147,8 +147,8 @@ def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projec
         # the registry itself is the replica (below); this domain gives each agents partition one
         # owner that dead-letters what the registry refuses (projections/directory.py)
         "agents": (("agents",), lambda: [AgentDirectoryProjection()]),
-        # PREDICTED reads the replica's learned latency models (projections/latency_models.py)
-        "coordination": (("commands", "receipts"), lambda: [LearnedRoutingProjection()]),
+        # PREDICTED reads the replica's learned latency models, TRUST_WEIGHTED its trust graph
+        "coordination": (("commands", "receipts"), lambda: [LiveRoutingProjection()]),
         # lane-scoped clocks: a deadline is decided from the proposal's own partition, so
         # every table write stays in that partition's shard (docs/architecture.md)
         "consensus": (("consensus",), lambda: [ConsensusProjection(clock_scope="lane")]),
@@ -187,8 +187,9 @@ def _market_projections() -> list[Projection]:
 def default_replica_projections() -> list[Projection]:
     from swarmlog.projections.latency_models import LatencyModelProjection
     from swarmlog.projections.registry import RegistryProjection
+    from swarmlog.projections.trust import TrustProjection
 
-    return [RegistryProjection(), LatencyModelProjection()]
+    return [RegistryProjection(), LatencyModelProjection(), TrustProjection()]
 
 
 def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProducer],
@@ -220,7 +221,8 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         producer_max_batch_size=512 * 1024,
         **_faust_broker_settings(config.embedded),
     )
-    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts", "heal")],
+    replica = RegistryReplica(config.bootstrap, [prefix + t for t in ("agents", "commands", "receipts", "heal",
+                                                                     "trust")],
                               replica_factory())
     sink_holder: dict[str, OutputSink] = {}
 

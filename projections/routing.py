@@ -781,11 +781,20 @@ class TrustAwareRoutingProjection(RoutingProjection):
         return lookup
 
 
+class LiveRoutingProjection(LearnedRoutingProjection, TrustAwareRoutingProjection):
+    """The live worker's router: learned latency for PREDICTED and trust for TRUST_WEIGHTED and
+    ``min_trust`` (both read from the worker's replica; both recorded in the routed event's
+    inputs, so replays and audits fold the record and never need either)."""
+
+    reads: ClassVar[tuple[str, ...]] = ("registry", "latency", "trust")
+
+
 __all__ = [
     "FALLBACK_STRATEGY",
     "IMPLEMENTED_STRATEGIES",
     "TRUST_WEIGHTED",
     "LearnedRoutingProjection",
+    "LiveRoutingProjection",
     "RoutingProjection",
     "TrustAwareRoutingProjection",
     "applied_strategy",

@@ -569,3 +569,35 @@ def test_one_step_distrust_cancels_a_lucky_success_and_colluders_cannot_cast_it(
     # d holds little trust, so its bad report of h2 costs h2 almost nothing
     assert with_d.normalized("h2") == pytest.approx(without.normalized("h2"), abs=0.05)
     assert all(0.0 <= with_d.normalized(a) <= 1.0 for a in with_d.scores)
+
+
+def test_the_live_workers_router_routes_by_trust_from_its_replica() -> None:
+    """processors/app.py runs LiveRoutingProjection (learned latency + trust): TRUST_WEIGHTED picks
+    trust x fitness from the replica's trust store, and records the trust it used."""
+    from swarmlog.projections.base import MemoryStore
+    from swarmlog.projections.registry import find_by_capability, fitness
+    from swarmlog.projections.routing import LiveRoutingProjection, audit_routed
+    from tests.test_registry import Fabric, requested
+
+    x, y, z, p = did(211), did(212), did(213), did(214)
+    trust = Harness()
+    for _ in range(20):
+        trust.observe(p, y, "SUCCESS")
+        trust.observe(p, z, "SUCCESS")
+        trust.observe(p, x, "FAILURE")
+    fabric = Fabric()
+    for agent_id, health in ((x, 1.0), (y, 0.8), (z, 0.7)):
+        fabric.register(agent_id, ["db.query"], max_concurrency=4)
+        fabric.heartbeat(agent_id, health=health, latency=50.0, reliability=0.9, load=0)
+    router = LiveRoutingProjection(pretrusted=[p])
+    fabric.routing = router
+    fabric.targets[1] = (router, Stores(fabric.routing_store, {"registry": fabric.registry_store,
+                                                               "trust": trust.store, "latency": MemoryStore()}))
+    (routed,) = fabric.emit("requester", "commands.requested", requested("c1", "db.query", "TRUST_WEIGHTED"),
+                            feedback=False)["routing"]
+    candidates = [{**c, "trust": trust_score(trust.store, c["agent_id"], pretrusted=[p])}
+                  for c in find_by_capability(fabric.registry_store, "db.query")]
+    best = max(candidates, key=lambda c: (c["trust"] * fitness(c), fitness(c)))
+    assert best["agent_id"] != x and routed.payload["agent_id"] == best["agent_id"]
+    assert routed.payload["inputs"]["trust"] == best["trust"]
+    assert audit_routed(routed.payload, candidates) == []
