@@ -319,7 +319,9 @@ class PartitionedRuntime:
             if flush is not None:
                 flush()
         for store in self._batched_extra:
-            store.flush()
+            flush = getattr(store, "flush", None)  # a plain TableStore (per-event writes) has none
+            if flush is not None:
+                flush()
         if redelivered:
             self.counters.add({"redelivered": redelivered})
         pending: set[tuple[str, int, int]] = set()
