@@ -20,7 +20,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from swarmlog.projections.auction import auction_outcome, commitment_of
-from swarmlog.projections.engine import Engine
+from swarmlog.projections.engine import Engine, replay
 from swarmlog.projections.market import MarketProjection, analytics, clock, find, get_contract, get_listing
 from swarmlog.streams.reader import plan_ranges, read_records
 
@@ -33,11 +33,7 @@ DAY_MS = 86_400_000
 
 
 def _replay(bootstrap: str, prefix: str) -> Engine:
-    engine = Engine([MarketProjection()])
-    for record in read_records(bootstrap, plan_ranges(bootstrap, [prefix + "market"])):
-        engine.feed(record)
-    engine.finish()
-    return engine
+    return replay(read_records(bootstrap, plan_ranges(bootstrap, [prefix + "market"])), [MarketProjection()])[0]
 
 
 class MarketEpisode:

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from swarmlog.projections.engine import Engine
+from swarmlog.projections.engine import Engine, replay
 from swarmlog.projections.flocking import Boid, formation_separation, formation_tick
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.projections.swarm_jobs import SwarmJobProjection, get_job
@@ -36,13 +36,10 @@ VOTE_WINDOW_MS = 1_500
 
 
 def replay_swarm(bootstrap: str, prefix: str) -> Engine:
-    engine = Engine([RegistryProjection(), SwarmJobProjection(run_jobs=False), VotingPoolProjection(),
-                     SwarmTaskProjection(), SwarmSpaceProjection(), RoleProjection()])
     topics = [prefix + t for t in ("agents", "commands", "receipts", "swarm")]
-    for record in read_records(bootstrap, plan_ranges(bootstrap, topics)):
-        engine.feed(record)
-    engine.finish()
-    return engine
+    return replay(read_records(bootstrap, plan_ranges(bootstrap, topics)),
+                  [RegistryProjection(), SwarmJobProjection(run_jobs=False), VotingPoolProjection(),
+                   SwarmTaskProjection(), SwarmSpaceProjection(), RoleProjection()])[0]
 
 
 class SwarmEpisode:

@@ -87,18 +87,13 @@ def _steer(desired_dir: Vec, vel: Vec, p: FlockParams) -> Vec:
 def flocking_force(me: str, boids: Mapping[str, Boid], p: FlockParams = FlockParams()) -> Vec:
     """The weighted sum of separation, alignment and cohesion steering for ``me``."""
     b = boids[me]
-    sep, ali, coh = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
-    n_sep = n_ali = n_coh = 0
+    ali, coh = [0.0, 0.0], [0.0, 0.0]
+    n_ali = n_coh = 0
     for other_id in sorted(boids):
         if other_id == me:
             continue
         o = boids[other_id]
-        dx, dy = b.x - o.x, b.y - o.y
-        d = math.hypot(dx, dy)
-        if 0 < d < p.separation_radius:  # away from the neighbour, stronger when closer
-            sep[0] += dx / d / d
-            sep[1] += dy / d / d
-            n_sep += 1
+        d = math.hypot(b.x - o.x, b.y - o.y)
         if d < p.alignment_radius:
             ali[0] += o.vx
             ali[1] += o.vy
@@ -107,11 +102,8 @@ def flocking_force(me: str, boids: Mapping[str, Boid], p: FlockParams = FlockPar
             coh[0] += o.x
             coh[1] += o.y
             n_coh += 1
-    force = [0.0, 0.0]
-    if n_sep:
-        s = _steer((sep[0] / n_sep, sep[1] / n_sep), b.vel, p)
-        force[0] += s[0] * p.separation_weight
-        force[1] += s[1] * p.separation_weight
+    s = separation_force(me, boids, p)
+    force = [s[0] * p.separation_weight, s[1] * p.separation_weight]
     if n_ali:
         s = _steer((ali[0] / n_ali, ali[1] / n_ali), b.vel, p)
         force[0] += s[0] * p.alignment_weight
@@ -182,6 +174,8 @@ def arrive_force(b: Boid, target: Vec, p: FlockParams, slowing_radius: float = 4
 
 
 def separation_force(me: str, boids: Mapping[str, Boid], p: FlockParams) -> Vec:
+    """Steering away from neighbours inside the separation radius, each pushing harder the
+    closer it is (1 / distance); zero with none."""
     b = boids[me]
     sep, count = [0.0, 0.0], 0
     for other_id in sorted(boids):

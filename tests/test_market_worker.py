@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from swarmlog.infra.broker import free_port
 from swarmlog.infra.run import compare_live_tables
 from swarmlog.infra.topics import provision
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import read_verified
 from swarmlog.streams.verify import Status
+from tests.support.live import CliWorker, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,26 +32,13 @@ def authenticated(bootstrap: str, topic: str, event_type: str) -> list[dict[str,
             if v.status is Status.AUTHENTICATED and v.event is not None and v.event.event_type == event_type]
 
 
-def wait_for(predicate: Any, timeout: float, what: str, log: Path, proc: subprocess.Popen[Any]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}\n{log.read_text()[-3000:]}")
-
-
 def test_market_lifecycle_and_sla_breach_through_a_live_worker(kafka_bootstrap: str, unique_topics: Any,
                                                                tmp_path: Path) -> None:
     prefix = unique_topics.new_prefix()
     provision(kafka_bootstrap, prefix=prefix)
     env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_TOPIC_PREFIX": prefix,
            "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_EMBEDDED": "1"}
-    log = tmp_path / "worker.log"
-    proc = subprocess.Popen([sys.executable, "-m", "swarmlog.infra.cli", "worker", "--name", "market-worker",
-                             "--web-port", str(free_port())], env=env, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT)
+    worker = CliWorker(env, "market-worker", tmp_path)
     provider, buyer = Identity.generate("provider"), Identity.generate("buyer")
     p_out = EventProducer(provider, kafka_bootstrap, topic_prefix=prefix)
     b_out = EventProducer(buyer, kafka_bootstrap, topic_prefix=prefix)
@@ -70,7 +56,7 @@ def test_market_lifecycle_and_sla_breach_through_a_live_worker(kafka_bootstrap: 
                                           "buyer": buyer.did, "duration_ms": 1000})  # bad input
         b_out.flush()
         [created] = wait_for(lambda: authenticated(kafka_bootstrap, market, "market.contract_created"), 120,
-                             "the derived contract", log, proc)
+                             "the derived contract", [worker])
         assert created["contract_id"] == contract_id and created["total_cost"] == 20.0
         assert created["seller"] == provider.did
         for n in range(5):  # the seller executes under the contract; one command takes 450 ms (SLA: 100 ms)
@@ -82,7 +68,7 @@ def test_market_lifecycle_and_sla_breach_through_a_live_worker(kafka_bootstrap: 
                 "contract_id": contract_id})
         p_out.flush()
         [breach] = wait_for(lambda: authenticated(kafka_bootstrap, market, "market.contract_state_changed"), 120,
-                            "the derived breach", log, proc)
+                            "the derived breach", [worker])
         assert (breach["status"], breach["penalty_applied"], breach["measured_latency_ms"]) == ("BREACHED", 4.0, 450.0)
         b_out.produce("market.trade", {"contract_id": contract_id, "buyer": buyer.did, "seller": provider.did,
                                        "capability": "data.etl", "amount": 20.0, "quantity": 2})
@@ -90,19 +76,14 @@ def test_market_lifecycle_and_sla_breach_through_a_live_worker(kafka_bootstrap: 
                                         "contract_id": contract_id})
         b_out.flush()
         letters = wait_for(lambda: [d for d in authenticated(kafka_bootstrap, dead, "deadletter.recorded")
-                                    if d["reason"] == "unknown-listing"], 60, "the dead letter", log, proc)
+                                    if d["reason"] == "unknown-listing"], 60, "the dead letter", [worker])
         assert letters[0]["source_topic"] == market
         time.sleep(4)  # let the worker fold the trade and the rating before it stops
     finally:
         p_out.close()
         b_out.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    assert proc.returncode is not None
+        worker.stop()
+    assert worker.proc.returncode is not None
     equal = compare_live_tables(kafka_bootstrap, prefix)
     assert equal["market"] is True and all(equal.values()), equal
 

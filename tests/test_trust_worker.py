@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from swarmlog.infra.broker import free_port
 from swarmlog.infra.run import compare_live_tables
 from swarmlog.infra.topics import provision
 from swarmlog.projections.delegation import proof_hash
@@ -24,6 +22,7 @@ from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records, read_verified
 from swarmlog.streams.verify import Status
+from tests.support.live import CliWorker
 
 pytestmark = pytest.mark.integration
 
@@ -87,10 +86,7 @@ def test_trust_events_through_a_live_worker(kafka_bootstrap: str, unique_topics:
     raw.produce(prefix + "trust", bytes(tampered), genuine.key, partition=genuine.partition)
     assert raw.flush(10) == 0
 
-    log = (tmp_path / "worker.log").open("w")
-    worker = subprocess.Popen([sys.executable, "-m", "swarmlog.infra.cli", "worker", "--name", "trust-worker",
-                               "--web-port", str(free_port())], env=env, cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
+    worker = CliWorker(env, "trust-worker", tmp_path)
     try:
         deadline = time.monotonic() + 150
         reasons: list[str] = []
@@ -101,19 +97,13 @@ def test_trust_events_through_a_live_worker(kafka_bootstrap: str, unique_topics:
                 same = compare_live_tables(kafka_bootstrap, prefix)
                 if same.get("trust"):
                     break
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert worker.proc.poll() is None, worker.log.read_text()[-3000:]
             time.sleep(2)
         assert {"forged", "observer-mismatch", "unknown-agent"} <= set(reasons), \
-            (reasons, (tmp_path / "worker.log").read_text()[-3000:])
+            (reasons, worker.log.read_text()[-3000:])
         assert same.get("trust") is True, "the worker's trust table differs from a replay of the trust topic"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(5)
-        log.close()
+        worker.stop()
         for producer in producers:
             producer.close()
 
