@@ -41,9 +41,11 @@ from faust.streams import _current_event
 from swarmlog.processors.faust_compat import correct_end_offsets_for_embedded_broker
 from swarmlog.processors.ledger_app import LEDGER_STORE_PREFIX, add_ledger_views, ledger_table, make_recorder
 from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore, WriteBehindStore
+from swarmlog.processors.ticker import Ticker
 from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
+from swarmlog.projections.ticks import TICK
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records
 from swarmlog.streams.verify import RawRecord
@@ -67,6 +69,8 @@ class WorkerConfig:
     web_port: int = 6066
     embedded: bool = True
     app_id: str = "swarmlog"
+    #: seconds between looks for quiet lanes with a deadline due (processors/ticker.py); 0: never tick
+    tick_interval_s: float = 1.0
 
 
 def _faust_broker_settings(embedded: bool) -> dict[str, Any]:
@@ -236,7 +240,7 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
     for domain, (topics, factory) in domains.items():
         counters[domain] = Counters()
         all_stores.update(_add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink,
-                                      config.partitions, counters[domain]))
+                                      config.partitions, counters[domain], config.tick_interval_s, config.name))
     add_ledger_views(app, lambda: all_stores)
     add_views(app, lambda: all_stores, lambda: {
         "worker": config.name, "replica_records": replica.records, "replica_alive": replica.alive,
@@ -266,11 +270,15 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
 
 def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Callable[[], list[Projection]],
                 replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int,
-                counters: Counters) -> dict[str, StateStore]:
+                counters: Counters, tick_interval_s: float = 0.0, worker: str = "") -> dict[str, StateStore]:
     """Register the domain's agent and tables; return its projections' stores (for the views)."""
     projections = factory()
     # keys and values go through Faust's default JSON serializer
     tables = {p.name: app.Table(f"swarmlog-{p.name}", default=None, partitions=partitions) for p in projections}
+    tick_aware = [p.name for p in projections if TICK in p.event_types]
+    if tick_interval_s > 0 and tick_aware:
+        _add_ticker(app, domain, Ticker(topic_names, {n: TableStore(tables[n]) for n in tick_aware}, sink, worker),
+                    tick_interval_s)
 
     def store_for(name: str) -> StateStore:
         return TableStore(tables[name])
@@ -317,6 +325,19 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
     if ledger_store is not None:
         stores[f"{LEDGER_STORE_PREFIX}{domain}"] = ledger_store
     return stores
+
+
+def _add_ticker(app: faust.App, domain: str, ticker: Ticker, interval_s: float) -> None:
+    """Tick the domain's quiet lanes that have a deadline due (processors/ticker.py)."""
+
+    async def tick() -> None:
+        try:
+            assigned = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+            ticker.tick(assigned)
+        except Exception:  # a missed tick is retried next interval; it must never stop the worker
+            log.exception("%s: ticking quiet lanes failed", domain)
+
+    app.timer(interval_s, name=f"swarmlog-{domain}-ticker")(tick)
 
 
 def _set_current_event(event: Any) -> None:

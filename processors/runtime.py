@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from swarmlog.projections.base import JSON, Projection, StateStore
+from swarmlog.projections.base import JSON, SIGNER, Projection, StateStore
 from swarmlog.projections.engine import Engine, Outcome
 from swarmlog.projections.ledger import LedgerRecorder
 from swarmlog.streams.codec import SchemaStore, default_store
@@ -218,8 +218,12 @@ class OutputSink:
         self.dead_letters = 0
 
     def emit(self, outcome: Outcome) -> None:
+        signer = self.producer.identity.did
         for source, derived in outcome.derived:
-            self.producer.produce(derived.event_type, derived.payload, subject=derived.subject or source.subject)
+            payload = derived.payload
+            if SIGNER in payload.values():
+                payload = {k: signer if v == SIGNER else v for k, v in payload.items()}
+            self.producer.produce(derived.event_type, payload, subject=derived.subject or source.subject)
             self.derived += 1
         now = int(time.time() * 1000)
         for dead in outcome.dead_letters:

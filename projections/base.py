@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -91,16 +91,27 @@ class Derived:
     subject: str | None = None
 
 
+#: A derived payload's top-level string value equal to this is replaced, when the worker signs
+#: the event, by the worker's own DID: a reducer is pure and cannot know who runs it, yet a
+#: ``trust.observation`` must name its signer as the observer (the trust projection refuses
+#: anything else).
+SIGNER = "$signer"
+
+
 class InvalidEvent(ValueError):
     """An authenticated event whose content a reducer refuses (unknown agent, bad value).
 
     The worker sends it to the dead-letter topic with ``reason``; state is unchanged.
+    ``derived`` are events the refusal itself produces: a false claim caught by a check
+    (a spoofed deposit, a role the agent does not hold) is refused *and* reported to the
+    trust network as an observation about whoever signed it.
     """
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", derived: Sequence[Derived] = ()) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.derived = list(derived)
 
 
 @dataclass

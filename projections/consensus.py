@@ -154,6 +154,7 @@ from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 from swarmlog.projections.base import JSON, Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.ticks import TICK
 
 ClockScope = Literal["global", "lane"]
 
@@ -324,7 +325,7 @@ class ConsensusProjection(Projection):
     """Proposals, votes and exactly-once decisions; rules in the module docstring."""
 
     name: ClassVar[str] = "consensus"
-    event_types: ClassVar[frozenset[str]] = frozenset({PROPOSED, VOTE})
+    event_types: ClassVar[frozenset[str]] = frozenset({PROPOSED, VOTE, TICK})
 
     def __init__(self, clock_scope: ClockScope = "global", max_evidence: int = 8) -> None:
         """``max_evidence`` bounds the stored conflicting votes per equivocating voter
@@ -338,6 +339,8 @@ class ConsensusProjection(Projection):
     # ------------------------------------------------------------------ entry points
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
         store = stores.own
+        if ctx.event_type == TICK:  # a quiet lane's clock (projections/ticks.py)
+            return self.expire_due(stores, ctx.timestamp_ms, [ctx.lane])
         if ctx.event_type == PROPOSED:
             proposal = self._check_proposal(store, ctx, payload)
             if proposal is None:

@@ -332,6 +332,7 @@ class Engine:
             except InvalidEvent as exc:
                 self._count(exc.reason)
                 outcome.dead_letters.append(DeadLetter(exc.reason, f"{projection.name}: {exc.detail}", record, event))
+                outcome.derived.extend((event, d) for d in exc.derived)
                 continue
             if derived is None:
                 outcome.duplicates_skipped += 1

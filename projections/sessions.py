@@ -82,6 +82,7 @@ from swarmlog.projections.consensus import (
     field_optional_text,
     field_text,
 )
+from swarmlog.projections.ticks import TICK
 
 OPENED = "sessions.opened"
 ATTACHED = "sessions.command_attached"
@@ -104,7 +105,7 @@ class SessionProjection(Projection):
     """Session lifecycle, bounded command history and counters; rules in the module docstring."""
 
     name: ClassVar[str] = "sessions"
-    event_types: ClassVar[frozenset[str]] = frozenset({OPENED, ATTACHED, CLOSED_EVENT, RECEIPT})
+    event_types: ClassVar[frozenset[str]] = frozenset({OPENED, ATTACHED, CLOSED_EVENT, RECEIPT, TICK})
 
     def __init__(self, history_limit: int = DEFAULT_HISTORY_LIMIT, clock_scope: ClockScope = "global") -> None:
         if history_limit < 0:
@@ -115,6 +116,8 @@ class SessionProjection(Projection):
     # ------------------------------------------------------------------ entry points
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
         store = stores.own
+        if ctx.event_type == TICK:  # a quiet lane's clock (projections/ticks.py)
+            return self.expire_due(stores, ctx.timestamp_ms, [ctx.lane])
         if ctx.event_type == OPENED:
             opened = self._check_opened(store, ctx, payload)
             if opened is None:

@@ -5,7 +5,8 @@ Resilience: swarm health over member health statuses — ``functional_capacity =
 per role, backup activation when a role loses every working holder, and role switching
 under stress. Roles are folded from ``swarm.role_changed`` events (one key per agent);
 a change that names the wrong previous role is refused (``role-mismatch``: the spec's
-role-verification check), and a backup activation must name the agent it replaces.
+role-verification check) and reported to the trust network as a FAILURE observation
+about its signer (``swarm_checks``), and a backup activation must name the agent it replaces.
 
 Tiers: every operation type is declared for the INDIVIDUAL tier (the command broker) or
 the SWARM tier (voting, auctions, optimisation, formations, gossip). Routing an operation
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.swarm_checks import ROLE_VERIFICATION, observation
 
 ROLE_CHANGED = "swarm.role_changed"
 HEALTHY, DEGRADED, FAILED = "HEALTHY", "DEGRADED", "FAILED"
@@ -117,7 +119,10 @@ class RoleProjection(Projection):
         current = store.get(f"role/{agent}")
         current_role = current["role"] if isinstance(current, dict) else None
         if payload.get("previous_role") != current_role:
-            raise InvalidEvent("role-mismatch", f"{agent} holds {current_role!r}, not {payload.get('previous_role')!r}")
+            # role verification (swarm_checks): a claim about a role the agent does not hold is
+            # refused and reported about whoever signed it (impersonation or a stale view)
+            raise InvalidEvent("role-mismatch", f"{agent} holds {current_role!r}, not {payload.get('previous_role')!r}",
+                               [observation(ctx.producer, "FAILURE", ROLE_VERIFICATION)])
         if payload["reason"] == "backup_activation" and not payload.get("replaces_agent"):
             raise InvalidEvent("invalid-role", "a backup activation names the agent it replaces")
         history = (current or {}).get("changes", 0) if isinstance(current, dict) else 0

@@ -27,7 +27,18 @@ from swarmlog.projections.flocking import (
     polarization,
 )
 from swarmlog.projections.gossip import initial_ttl
+from swarmlog.projections.registry import get_agent
 from swarmlog.projections.stigmergy import FieldParams, PheromoneField
+from swarmlog.projections.swarm_checks import (
+    ALERT_CONTENT_TYPE,
+    PHEROMONE_SPOOFING,
+    AlertError,
+    alert_observation,
+    classify_alert,
+    deposit_speed_ok,
+    observation,
+    parse_alert,
+)
 
 PHEROMONE = "swarm.pheromone"
 POSITION = "swarm.position"
@@ -46,6 +57,8 @@ class SwarmSpaceProjection(Projection):
 
     name: ClassVar[str] = "swarm_space"
     event_types: ClassVar[frozenset[str]] = frozenset({PHEROMONE, POSITION, FORMATION, MESSAGE})
+    #: alert validation reads the registry (replica in a worker); without it alerts go unchecked
+    reads: ClassVar[tuple[str, ...]] = ("registry",)
 
     def __init__(self, field_params: FieldParams | None = None) -> None:
         self.field_params = field_params or FieldParams()
@@ -59,17 +72,27 @@ class SwarmSpaceProjection(Projection):
         elif ctx.event_type == FORMATION:
             self._formation(store, ctx, payload)
         else:
-            self._message(store, ctx, payload)
+            return self._message(stores, ctx, payload)
         return []
 
     # ------------------------------------------------------------------ pheromones
     def _deposit(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
         if ctx.subject != p["field_id"]:
             raise InvalidEvent("subject-mismatch", f"event keyed {ctx.subject!r} names field {p['field_id']!r}")
-        if p["depositor"] != ctx.producer:
-            raise InvalidEvent("depositor-mismatch", "a deposit is its depositor's own statement")
+        if p["depositor"] != ctx.producer:  # pheromone spoofing: marks in another agent's name
+            raise InvalidEvent("depositor-mismatch", "a deposit is its depositor's own statement",
+                               [observation(ctx.producer, "FAILURE", PHEROMONE_SPOOFING)])
         if not (_finite(p["intensity"]) and 0.0 <= p["intensity"] <= 1.0) or not p["pheromone_type"]:
             raise InvalidEvent("invalid-deposit", "intensity must be in [0, 1] and the type non-empty")
+        trail_key = f"trail/{p['field_id']}/{ctx.producer}"
+        last = store.get(trail_key)
+        if not deposit_speed_ok(last if isinstance(last, dict) else None, p["x"], p["y"], ctx.timestamp_ms):
+            # pheromone spoofing: a depositor cannot be in two places faster than it can move
+            raise InvalidEvent("pheromone-spoofing", f"{ctx.producer} cannot reach ({p['x']}, {p['y']}) "
+                               f"from its last deposit {last} by {ctx.timestamp_ms}",
+                               [observation(ctx.producer, "FAILURE", PHEROMONE_SPOOFING)])
+        if not isinstance(last, dict) or ctx.timestamp_ms >= last["ts"]:
+            store.put(trail_key, {"x": p["x"], "y": p["y"], "ts": ctx.timestamp_ms})
         key = f"field/{p['field_id']}"
         state = store.get(key)
         field = PheromoneField.from_json(state, self.field_params) if isinstance(state, dict) \
@@ -103,7 +126,8 @@ class SwarmSpaceProjection(Projection):
             "ordered_by": ctx.producer, "ts": ctx.timestamp_ms})
 
     # ------------------------------------------------------------------ gossip
-    def _message(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
+    def _message(self, stores: Stores, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
+        store = stores.own
         if ctx.subject != p["message_id"]:
             raise InvalidEvent("subject-mismatch", f"event keyed {ctx.subject!r} names message {p['message_id']!r}")
         hop, ttl = p.get("hop", 0), p["ttl"]
@@ -112,6 +136,12 @@ class SwarmSpaceProjection(Projection):
         if hop == 0 and p["sender"] != ctx.producer:
             raise InvalidEvent("sender-mismatch", "hop 0 is the sender's own message")
         body = self._body(p)
+        alert = None
+        if p["scope"] == "GLOBAL_ALERT" and p.get("content_type") == ALERT_CONTENT_TYPE:
+            try:
+                alert = parse_alert(body)
+            except AlertError as exc:
+                raise InvalidEvent("invalid-alert", str(exc)) from None
         key = f"msg/{p['message_id']}"
         state = store.get(key)
         if not isinstance(state, dict):  # the first copy folded; a relay may arrive before the original
@@ -120,12 +150,32 @@ class SwarmSpaceProjection(Projection):
                      "body_bytes": len(body)}
         elif state["sender"] != p["sender"] or state["scope"] != p["scope"]:
             raise InvalidEvent("altered-relay", "a relay must carry the original sender and scope")
+        derived: list[Derived] = []
+        if alert is not None and hop == 0 and "alert" not in state:
+            kind, agent_id, claimed = alert
+            state["alert"] = {"kind": kind, "agent_id": agent_id, "claimed_severity": claimed}
+            derived = self._validate_alert(stores, ctx, kind, agent_id)
         seen = set(state["seen_by"]) | set(p.get("seen_by", [])) | {ctx.producer}
         state["seen_by"] = sorted(seen)
         state["relays"] += 1
         if len(state["history"]) < MAX_HISTORY:
             state["history"].append({"by": ctx.producer, "hop": hop, "ttl": ttl, "ts": ctx.timestamp_ms})
         store.put(key, state)
+        return derived
+
+    @staticmethod
+    def _validate_alert(stores: Stores, ctx: EventContext, kind: str, agent_id: str) -> list[Derived]:
+        """Alert validation (swarm_checks): the registry confirms the claim or exposes a false alarm.
+
+        The verdict only leaves as a recorded observation; this projection's state never depends
+        on the registry replica (another lane), so replay and live tables stay equal. Without a
+        registry (a bare replay) there is nothing to check against and nothing is reported.
+        """
+        registry = stores.others.get("registry")
+        if registry is None:
+            return []
+        confirmed, _severity = classify_alert(kind, get_agent(registry, agent_id, ctx.timestamp_ms))
+        return [alert_observation(ctx.producer, confirmed)]
 
     @staticmethod
     def _body(p: dict[str, Any]) -> bytes:

@@ -8,14 +8,16 @@
   bid per agent per task (a different second bid is ``duplicate-bid``). The spec's score,
   lower wins: ``max(price × (1 + 0.1 load) × (estimate_ms / 1000) × 1/(confidence + 0.1), 0.01)``.
 * **Closing** (the first event of the task's lane at or after the window's end, or the
-  runtime tick ``expire_due``) derives one ``swarm.task_assigned`` for the best bid among
-  **qualified** bidders — registered, live, and serving every required skill, checked
-  against the registry (``reads``) at that moment — ties broken by agent id. Like routing,
-  the task's state folds the **recorded** assignment, so replay and racing workers agree
-  whatever their registry replica looked like. A task nobody qualified for ends
-  UNASSIGNED (no event: ``swarm.task_assigned`` has no "none" form).
+  ``clock.tick`` a worker writes into a quiet lane, ``projections/ticks.py``) derives one
+  ``swarm.task_assigned`` for the best bid among **qualified** bidders — registered, live,
+  and serving every required skill, checked against the registry (``reads``) at that moment
+  — ties broken by agent id. Like routing, the task's state folds the **recorded**
+  assignment, so replay and racing workers agree whatever their registry replica looked
+  like. A task nobody qualified for ends UNASSIGNED (no event: ``swarm.task_assigned`` has
+  no "none" form).
 * ``swarm.task_completed`` must come from the assignee (``not-assignee``) of an ASSIGNED
-  task (``not-assigned``); the task becomes COMPLETED or FAILED.
+  task (``not-assigned``); the task becomes COMPLETED or FAILED, and the bid-reliability
+  check (``swarm_checks``) reports to the trust network whether the winner kept its estimate.
 * Agent load and market metrics are per-lane counters (``load/<agent>/<lane>``,
   ``metrics/<lane>``) — increments commute, so they may be fed from any partition and
   are summed at query time.
@@ -29,6 +31,8 @@ from typing import Any, ClassVar
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
 from swarmlog.projections.registry import ACTIVE, get_agent
+from swarmlog.projections.swarm_checks import BID_RELIABILITY, bid_outcome, observation
+from swarmlog.projections.ticks import TICK, due_ids, due_key
 
 POSTED = "swarm.task_posted"
 BID = "swarm.task_bid"
@@ -60,11 +64,15 @@ def _task_key(task_id: str) -> str:
     return f"task/{task_id}"
 
 
+def _due_key(task: dict[str, Any]) -> str:
+    return due_key(task.get("lane", "*"), task["closes_at_ms"], task["task_id"])
+
+
 class SwarmTaskProjection(Projection):
     """The swarm's task auctions; rules in the module docstring."""
 
     name: ClassVar[str] = "swarm_tasks"
-    event_types: ClassVar[frozenset[str]] = frozenset({POSTED, BID, ASSIGNED, COMPLETED})
+    event_types: ClassVar[frozenset[str]] = frozenset({POSTED, BID, ASSIGNED, COMPLETED, TICK})
     reads: ClassVar[tuple[str, ...]] = ("registry",)
 
     def __init__(self, bid_window_ms: int = DEFAULT_BID_WINDOW_MS) -> None:
@@ -72,6 +80,8 @@ class SwarmTaskProjection(Projection):
 
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
         store = stores.own
+        if ctx.event_type == TICK:  # a quiet lane's clock (projections/ticks.py)
+            return self.expire_due(stores, ctx.timestamp_ms, [ctx.lane])
         task_id = str(payload.get("task_id", ""))
         if not task_id or ctx.subject != task_id:
             raise InvalidEvent("subject-mismatch", f"event keyed {ctx.subject!r} names task {task_id!r}")
@@ -84,8 +94,7 @@ class SwarmTaskProjection(Projection):
             self._fold_assignment(store, ctx, task, payload)
             return []
         if ctx.event_type == COMPLETED:
-            self._complete(store, ctx, task, payload)
-            return []
+            return self._complete(store, ctx, task, payload)
         self._check_bid(ctx, task, payload)
         derived = self._close_if_due(stores, task, ctx.timestamp_ms)
         if task["status"] == "OPEN":
@@ -116,9 +125,9 @@ class SwarmTaskProjection(Projection):
             "required_skills": sorted(set(payload["required_skills"])), "reward": reward,
             "priority": payload.get("priority", 5), "deadline_ms": payload.get("deadline_ms"),
             "posted_ms": ctx.timestamp_ms, "closes_at_ms": closes, "status": "OPEN", "event_id": ctx.event_id,
-            "bids": {}, "late_bids": 0, "assignee": None,
+            "bids": {}, "late_bids": 0, "assignee": None, "lane": ctx.lane,
         })
-        store.put(f"due/{closes:020d}/{task_id}", task_id)
+        store.put(due_key(ctx.lane, closes, task_id), task_id)
         self._metric(store, ctx, "posted")
         return []
 
@@ -154,7 +163,7 @@ class SwarmTaskProjection(Projection):
         if task["status"] != "OPEN" or now_ms < task["closes_at_ms"]:
             return []
         store = stores.own
-        store.delete(f"due/{task['closes_at_ms']:020d}/{task['task_id']}")
+        store.delete(_due_key(task))
         registry = stores.others.get("registry")
         ranked = sorted((bid["score"], agent, bid) for agent, bid in task["bids"].items()
                         if qualified(registry, agent, task["required_skills"], now_ms))
@@ -166,13 +175,11 @@ class SwarmTaskProjection(Projection):
         return [Derived(ASSIGNED, {"task_id": task["task_id"], "agent_id": agent, "bid_price": bid["bid_price"],
                                    "score": score, "bid_count": len(task["bids"])}, task["task_id"])]
 
-    def expire_due(self, stores: Stores, now_ms: int) -> list[Derived]:
-        """Close every open auction whose window ended at or before ``now_ms`` (runtime tick)."""
+    def expire_due(self, stores: Stores, now_ms: int, lanes: Iterable[str] | None = None) -> list[Derived]:
+        """Close every open auction whose window ended at or before ``now_ms`` (in ``lanes``, or all)."""
         derived: list[Derived] = []
-        for key, task_id in list(stores.own.scan("due/")):
-            if int(key.split("/")[1]) > now_ms:
-                break
-            task = stores.own.get(_task_key(str(task_id)))
+        for task_id in due_ids(stores.own, now_ms, lanes):
+            task = stores.own.get(_task_key(task_id))
             if isinstance(task, dict):
                 derived += self._close_if_due(stores, task, now_ms)
         return derived
@@ -184,27 +191,34 @@ class SwarmTaskProjection(Projection):
         if payload["agent_id"] not in task["bids"]:
             raise InvalidEvent("not-a-bidder", payload["agent_id"])
         if task["status"] == "OPEN":
-            store.delete(f"due/{task['closes_at_ms']:020d}/{task['task_id']}")
+            store.delete(_due_key(task))
         task.update(status="ASSIGNED", assignee=payload["agent_id"], price=payload["bid_price"],
                     score=payload["score"], assigned_event=ctx.event_id)
         store.put(_task_key(task["task_id"]), task)
         self._load(store, ctx, payload["agent_id"], +1)
         self._metric(store, ctx, "assigned")
 
-    def _complete(self, store: StateStore, ctx: EventContext, task: dict[str, Any], payload: dict[str, Any]) -> None:
+    def _complete(self, store: StateStore, ctx: EventContext, task: dict[str, Any],
+                  payload: dict[str, Any]) -> list[Derived]:
         if task["status"] in ("COMPLETED", "FAILED") and task.get("completed_event") == ctx.event_id:
-            return
+            return []
         if task["status"] != "ASSIGNED":
             raise InvalidEvent("not-assigned", f"task {task['task_id']} is {task['status']}")
         if payload["agent_id"] != task["assignee"] or ctx.producer != task["assignee"]:
             raise InvalidEvent("not-assignee", payload["agent_id"])
         if payload["duration_ms"] < 0:
             raise InvalidEvent("invalid-completion", "duration_ms must be >= 0")
+        # bid reliability (swarm_checks): did the winner keep the estimate it won with?
+        promised = task["bids"][task["assignee"]]["estimated_completion_ms"]
+        kept = bid_outcome(payload["success"], payload["duration_ms"], promised)
         task.update(status="COMPLETED" if payload["success"] else "FAILED", duration_ms=payload["duration_ms"],
-                    completed_event=ctx.event_id)
+                    completed_event=ctx.event_id, bid_kept=kept)
         store.put(_task_key(task["task_id"]), task)
         self._load(store, ctx, task["assignee"], -1)
         self._metric(store, ctx, "completed" if payload["success"] else "failed")
+        skills = task["required_skills"]
+        return [observation(task["assignee"], kept, BID_RELIABILITY, duration_ms=payload["duration_ms"],
+                            capability=skills[0] if len(skills) == 1 else None)]
 
     # ------------------------------------------------------------------ commutative counters
     @staticmethod

@@ -18,7 +18,8 @@ Everything about one pool is keyed by its id, so one lane orders it.
   down-weights both kinds to ``BYZANTINE_WEIGHT`` when a worker passes it in.
 * Votes below ``min_confidence`` are recorded and not counted.
 * **Closing** happens in event time: the first event of the pool's lane at or after
-  ``closes_at_ms`` (or the runtime tick ``expire_due``) closes it; a vote at or after the
+  ``closes_at_ms`` — in a quiet lane, the ``clock.tick`` a worker writes there
+  (``projections/ticks.py``) — closes it; a vote at or after the
   close is *late* (counted only in ``late_votes``). Closing derives one
   ``swarm.vote_decided`` with the tally; the pool's final state folds that **recorded**
   event (as routing folds ``commands.routed``), so two workers racing after a rebalance,
@@ -47,10 +48,11 @@ too and must advance the generation (``stale-generation`` otherwise).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
+from swarmlog.projections.ticks import TICK, due_ids, due_key
 
 CREATED = "swarm.vote_pool_created"
 VOTE = "swarm.vote"
@@ -67,6 +69,10 @@ Reputation = Callable[[str], float]
 
 def _pool_key(pool_id: str) -> str:
     return f"pool/{pool_id}"
+
+
+def _due_key(pool: dict[str, Any]) -> str:
+    return due_key(pool.get("lane", "*"), pool["closes_at_ms"], pool["pool_id"])
 
 
 def _finite(value: Any, lo: float, hi: float) -> bool:
@@ -119,7 +125,7 @@ class VotingPoolProjection(Projection):
     """Voting pools, Byzantine-voter evidence and the hive mind; rules in the module docstring."""
 
     name: ClassVar[str] = "swarm_voting"
-    event_types: ClassVar[frozenset[str]] = frozenset({CREATED, VOTE, DECIDED, HIVEMIND})
+    event_types: ClassVar[frozenset[str]] = frozenset({CREATED, VOTE, DECIDED, HIVEMIND, TICK})
 
     def __init__(self, reputation: Reputation | None = None, max_evidence: int = 8) -> None:
         self.reputation = reputation
@@ -127,6 +133,8 @@ class VotingPoolProjection(Projection):
 
     def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
         store = stores.own
+        if ctx.event_type == TICK:  # a quiet lane's clock (projections/ticks.py)
+            return self.expire_due(stores, ctx.timestamp_ms, [ctx.lane])
         if ctx.event_type == HIVEMIND:
             return self._published(store, ctx, payload)
         pool_id = str(payload.get("pool_id", ""))
@@ -170,13 +178,13 @@ class VotingPoolProjection(Projection):
             "rule": payload["rule"], "closes_at_ms": payload["closes_at_ms"], "weight_threshold": threshold,
             "min_confidence": payload.get("min_confidence", 0.0), "swarm_id": payload.get("swarm_id"),
             "status": "OPEN", "event_id": ctx.event_id, "created_ms": ctx.timestamp_ms, "votes": {},
-            "equivocating_voters": [], "late_votes": 0, "result": None,
+            "equivocating_voters": [], "late_votes": 0, "result": None, "lane": ctx.lane,
         }
         if ctx.timestamp_ms >= pool["closes_at_ms"]:
             store.put(_pool_key(pool_id), pool)
             return self._close(store, pool)
         store.put(_pool_key(pool_id), pool)
-        store.put(f"due/{pool['closes_at_ms']:020d}/{pool_id}", pool_id)
+        store.put(_due_key(pool), pool_id)
         return []
 
     def _check_vote(self, ctx: EventContext, pool: dict[str, Any], payload: dict[str, Any]) -> None:
@@ -218,18 +226,16 @@ class VotingPoolProjection(Projection):
         return []
 
     def _close(self, store: StateStore, pool: dict[str, Any]) -> list[Derived]:
-        store.delete(f"due/{pool['closes_at_ms']:020d}/{pool['pool_id']}")
+        store.delete(_due_key(pool))
         pool["status"] = "CLOSED"
         store.put(_pool_key(pool["pool_id"]), pool)
         return [Derived(DECIDED, tally(pool, self.reputation), pool["pool_id"])]
 
-    def expire_due(self, stores: Stores, now_ms: int) -> list[Derived]:
-        """Close every OPEN pool whose ``closes_at_ms`` ≤ ``now_ms`` (a runtime tick for quiet lanes)."""
+    def expire_due(self, stores: Stores, now_ms: int, lanes: Iterable[str] | None = None) -> list[Derived]:
+        """Close every OPEN pool whose ``closes_at_ms`` ≤ ``now_ms`` (in ``lanes``, or all)."""
         derived: list[Derived] = []
-        for key, pool_id in list(stores.own.scan("due/")):
-            if int(key.split("/")[1]) > now_ms:
-                break
-            pool = stores.own.get(_pool_key(str(pool_id)))
+        for pool_id in due_ids(stores.own, now_ms, lanes):
+            pool = stores.own.get(_pool_key(pool_id))
             if isinstance(pool, dict):
                 derived += self._close_if_due(stores.own, pool, now_ms)
         return derived
@@ -239,7 +245,7 @@ class VotingPoolProjection(Projection):
         if pool["status"] == "DECIDED":
             return  # a second worker's copy of the same close
         if pool["status"] == "OPEN":
-            store.delete(f"due/{pool['closes_at_ms']:020d}/{pool['pool_id']}")
+            store.delete(_due_key(pool))
         result = {k: payload[k] for k in ("decision", "reached", "score", "confidence", "total_weight",
                                           "vote_count", "option_scores")}
         pool.update(status="DECIDED", result=result, decided_event=ctx.event_id)

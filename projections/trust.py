@@ -87,6 +87,7 @@ from typing import Any, ClassVar, Literal
 
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, StateStore, Stores
 from swarmlog.projections.delegation import MAX_CHAIN_DEPTH, ChainCheck, check_chain, proof_hash
+from swarmlog.projections.swarm_checks import MANIPULATION_GAP, TRUST_MANIPULATION, observation, rating_gap
 from swarmlog.projections.trust_graph import EIGEN_DAMPING, EigenTrustResult, TrustPath, eigentrust, transitive_trust
 from swarmlog.streams.identity import InvalidDID, ed25519_public_from_did
 
@@ -271,21 +272,31 @@ class TrustProjection(Projection):
         if delta is None:
             return []  # UNKNOWN: a newer outcome this reader cannot score
         if self.peer_quorum is None:
-            self._count(store, agent, observer, delta, ctx.timestamp_ms)
-            return []
+            return self._count(store, agent, observer, delta, ctx.timestamp_ms)
         claim = ctx.event_id
         if store.get(f"confirmed/{agent}/{claim}") is not None:
             store.delete(f"confirmed/{agent}/{claim}")
-            self._count(store, agent, observer, delta, ctx.timestamp_ms)
+            return self._count(store, agent, observer, delta, ctx.timestamp_ms)
         else:
             store.put(f"pending/{agent}/{claim}", {"observer": observer, "delta": delta,
                                                    "timestamp_ms": ctx.timestamp_ms})
         return []
 
-    def _count(self, store: StateStore, agent: str, observer: str, delta: float, ts: int) -> None:
+    def _count(self, store: StateStore, agent: str, observer: str, delta: float, ts: int) -> list[Derived]:
         akey, ekey = f"agent/{agent}", f"edge/{observer}/{agent}"
-        store.put(akey, observe(store.get(akey) or neutral(), delta, ts, self.max_age_days))
-        store.put(ekey, observe(store.get(ekey) or neutral(), delta, ts, self.max_age_days))
+        agent_rec = observe(store.get(akey) or neutral(), delta, ts, self.max_age_days)
+        edge_rec = observe(store.get(ekey) or neutral(), delta, ts, self.max_age_days)
+        store.put(akey, agent_rec)
+        store.put(ekey, edge_rec)
+        # trust manipulation (swarm_checks): an observer whose ratings of this agent stand far
+        # from everyone else's is reported once per (observer, agent) — ballot stuffing or
+        # bad-mouthing; both records are in this agent's lane, so replay reaches the same verdict
+        gap = rating_gap(edge_rec, agent_rec)
+        flag_key = f"manipulation/{observer}/{agent}"
+        if gap is None or gap < MANIPULATION_GAP or store.get(flag_key) is not None:
+            return []
+        store.put(flag_key, {"gap": gap, "samples": edge_rec["samples"], "timestamp_ms": ts})
+        return [observation(observer, "FAILURE", TRUST_MANIPULATION)]
 
     # -- peer validation
     def _validation(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> list[Derived]:
@@ -352,9 +363,8 @@ class TrustProjection(Projection):
         pending = store.get(f"pending/{agent}/{claim}")
         if isinstance(pending, dict):
             store.delete(f"pending/{agent}/{claim}")
-            self._count(store, agent, pending["observer"], pending["delta"], pending["timestamp_ms"])
-        else:
-            store.put(f"confirmed/{agent}/{claim}", {"timestamp_ms": ctx.timestamp_ms})
+            return self._count(store, agent, pending["observer"], pending["delta"], pending["timestamp_ms"])
+        store.put(f"confirmed/{agent}/{claim}", {"timestamp_ms": ctx.timestamp_ms})
         return []
 
     # -- delegations

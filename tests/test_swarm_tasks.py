@@ -31,6 +31,7 @@ class Market:
         self.projection = SwarmTaskProjection(bid_window_ms=1_000)
         self.seq = 0
         self.assigned: list[dict[str, Any]] = []
+        self.observations: list[dict[str, Any]] = []  # trust evidence from the bid-reliability check
         reg = RegistryProjection()
         for agent, caps in (agents or {}).items():
             self.seq += 1
@@ -43,6 +44,9 @@ class Market:
         ctx = EventContext(f"e{self.seq}", event_type, producer, task, ts, "swarm/1", self.seq, "s")
         derived = self.projection.apply(Stores(self.store, {"registry": self.registry}), ctx, payload)
         for d in derived:
+            if d.event_type == "trust.observation":  # folded by the trust domain, not here
+                self.observations.append(d.payload)
+                continue
             self.assigned.append(d.payload)
             self.feed(d.event_type, d.subject or "", "did:key:worker", ts, d.payload)
         return derived
