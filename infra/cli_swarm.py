@@ -95,21 +95,10 @@ def optimize(
 
 
 def _submit(request: dict[str, Any], json_out: bool) -> None:
-    from swarmlog.infra.broker import BrokerError, resolve_bootstrap
     from swarmlog.streams.keystore import Keystore
-    from swarmlog.streams.producer import EventProducer
-    from swarmlog.streams.settings import get_settings
 
-    settings = get_settings()
-    try:
-        identity = Keystore().load_or_create("cli")
-        bootstrap = resolve_bootstrap(start_if_missing=False)
-    except BrokerError as exc:
-        _fail(str(exc), 1)
-    request["requester"] = identity.did
-    producer = EventProducer(identity, bootstrap, topic_prefix=settings.topic_prefix)
-    producer.produce("swarm.optimization_requested", request)
-    producer.close()
+    request["requester"] = Keystore().load_or_create("cli").did
+    _produce_all("swarm.optimization_requested", [request])
     _emit({"submitted": request["job_id"]}, json_out)
 
 
@@ -224,3 +213,62 @@ def health(swarm_id: Annotated[str | None, typer.Argument(help="Swarm id (roles 
     for agent_id in roles:
         status.setdefault(agent_id, "FAILED")  # a role holder the registry does not know cannot work
     _emit(asdict(swarm_health(status, roles)), json_out)
+
+
+@app.command("backups")
+def backups(
+    required: Annotated[str, typer.Option("--require", help="Comma-separated roles the swarm must keep filled.")],
+    swarm_id: Annotated[str | None, typer.Argument(help="Swarm id (roles recorded for it); default: every role.")]
+    = None,
+    reserve_role: Annotated[str, typer.Option(help="Role whose working agents are taken first.")] = "reserve",
+    apply: Annotated[bool, typer.Option("--apply", help="Produce the planned swarm.role_changed events "
+                                                        "(signed with the CLI key); default: only show the plan.")]
+    = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Backup activation: refill every required role that lost all its working holders.
+
+    Reads the registry and the recorded roles from the log (as ``swarm health`` does) and plans
+    with ``swarm_resilience.plan_backups``: reserve agents first, then the role with the most
+    working holders, never emptying a role. Each change names the previous role, so the role
+    projection refuses it (and reports the signer) if the log moved on meanwhile.
+    """
+    from swarmlog.projections.registry import get_agent
+    from swarmlog.projections.swarm_resilience import member_statuses, plan_backups, roles_of
+
+    wanted = [r.strip() for r in required.split(",") if r.strip()]
+    if not wanted:
+        _fail("--require names no role", 2)
+    engine = _swarm_engine(with_registry=True)
+    roles = roles_of(engine.stores["swarm_roles"], swarm_id)
+    agents = [a for a in (get_agent(engine.stores["registry"], agent_id) for agent_id in sorted(roles)) if a]
+    status = member_statuses(agents)
+    for agent_id in roles:
+        status.setdefault(agent_id, "FAILED")
+    plan = plan_backups(status, roles, wanted, reserve_role)
+    for change in plan:
+        change["swarm_id"] = swarm_id
+    produced = 0
+    if apply and plan:
+        produced = _produce_all("swarm.role_changed", plan)
+    _emit({"planned": plan, "produced": produced}, json_out)
+
+
+def _produce_all(event_type: str, payloads: list[dict[str, Any]]) -> int:
+    from swarmlog.infra.broker import BrokerError, resolve_bootstrap
+    from swarmlog.streams.keystore import Keystore
+    from swarmlog.streams.producer import EventProducer
+    from swarmlog.streams.settings import get_settings
+
+    try:
+        identity = Keystore().load_or_create("cli")
+        bootstrap = resolve_bootstrap(start_if_missing=False)
+    except BrokerError as exc:
+        _fail(str(exc), 1)
+    producer = EventProducer(identity, bootstrap, topic_prefix=get_settings().topic_prefix)
+    try:
+        for payload in payloads:
+            producer.produce(event_type, payload)
+    finally:
+        producer.close()
+    return len(payloads)

@@ -1,0 +1,60 @@
+"""``swarmlog swarm`` on the real broker: health, backup activation planned and applied, and the
+role projection's verification of what the CLI produced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarmlog.infra.topics import provision
+from swarmlog.streams.identity import Identity
+from swarmlog.streams.producer import EventProducer
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_backups_refill_a_role_whose_holder_failed(kafka_bootstrap: str, unique_topics: Any, tmp_path: Path) -> None:
+    prefix = unique_topics.new_prefix()
+    provision(kafka_bootstrap, prefix=prefix, partitions=2)
+    env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_EMBEDDED": "1",
+           "SWARMLOG_TOPIC_PREFIX": prefix, "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_PARTITIONS": "2"}
+    leader, spare, worker = (Identity.generate(n) for n in ("bk-leader", "bk-spare", "bk-worker"))
+    roles = {leader.did: "leader", spare.did: "reserve", worker.did: "worker"}
+    for identity in (leader, spare, worker):
+        producer = EventProducer(identity, kafka_bootstrap, topic_prefix=prefix)
+        producer.produce("agents.registered", {"agent_id": identity.did, "address": "a", "capabilities": ["x"],
+                                               "max_concurrency": 1})
+        producer.produce("swarm.role_changed", {"agent_id": identity.did, "swarm_id": "s1", "role": roles[identity.did],
+                                                "reason": "assignment"})
+        if identity is leader:
+            producer.produce("agents.health_changed", {"agent_id": leader.did, "previous_status": "UNKNOWN",
+                                                       "status": "FAILED", "health_score": 0.0, "reason": "probe"})
+        producer.close()
+
+    def cli(*args: str) -> tuple[int, Any]:
+        proc = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "swarm", *args, "--json"], env=env,
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        return proc.returncode, (json.loads(proc.stdout) if proc.returncode == 0 else proc.stderr)
+
+    code, before = cli("health", "s1")
+    assert code == 0, before
+    assert before["redundancy"] == {"leader": 0, "reserve": 1, "worker": 1} and before["failed"] == 1
+    code, plan = cli("backups", "s1", "--require", "leader,worker")
+    assert code == 0, plan
+    assert plan["produced"] == 0 and [(c["agent_id"], c["previous_role"], c["role"], c["replaces_agent"])
+                                      for c in plan["planned"]] == [(spare.did, "reserve", "leader", leader.did)]
+    code, applied = cli("backups", "s1", "--require", "leader,worker", "--apply")
+    assert code == 0 and applied["produced"] == 1, applied
+    code, after = cli("health", "s1")
+    assert code == 0 and after["redundancy"]["leader"] == 1, after
+    code, again = cli("backups", "s1", "--require", "leader,worker")
+    assert code == 0 and again["planned"] == []  # nothing left to refill
+    code, err = cli("backups", "s1", "--require", " , ")
+    assert code == 2 and "names no role" in err
