@@ -57,7 +57,7 @@ def _ask_workers(path: str) -> Any:
     raise NotFound(path)
 
 
-def _replay(topics: list[str], projections: list[Any]) -> Any:
+def _replay(topics: list[str], projections: list[Any], stores: dict[str, Any] | None = None) -> Any:
     from swarmlog.infra.broker import BrokerError, resolve_bootstrap
     from swarmlog.projections.engine import Engine
     from swarmlog.streams.reader import ReadError, plan_ranges, read_records
@@ -65,7 +65,7 @@ def _replay(topics: list[str], projections: list[Any]) -> Any:
     prefix = get_settings().topic_prefix
     try:
         bootstrap = resolve_bootstrap(start_if_missing=False)
-        engine = Engine(projections)
+        engine = Engine(projections, stores)
         for record in read_records(bootstrap, plan_ranges(bootstrap, [prefix + t for t in topics])):
             engine.feed(record)
     except (BrokerError, ReadError) as exc:

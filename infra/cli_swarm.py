@@ -36,7 +36,12 @@ def _swarm_engine(with_registry: bool = False) -> Any:
     if with_registry:
         projections = [RegistryProjection(), *projections, SwarmTaskProjection()]
         topics = ["agents", "commands", "receipts", "swarm"]
-    return _replay(topics, projections)
+        return _replay(topics, projections)
+    # swarm_space reads the registry only to validate alerts, whose verdicts are derived
+    # events a query does not emit: an empty registry keeps a swarm-only replay cheap
+    from swarmlog.projections.base import MemoryStore
+
+    return _replay(topics, projections, {"registry": MemoryStore()})
 
 
 @app.command("optimize")
@@ -213,6 +218,30 @@ def health(swarm_id: Annotated[str | None, typer.Argument(help="Swarm id (roles 
     for agent_id in roles:
         status.setdefault(agent_id, "FAILED")  # a role holder the registry does not know cannot work
     _emit(asdict(swarm_health(status, roles)), json_out)
+
+
+@app.command("flock")
+def flock(swarm_id: Annotated[str, typer.Argument(help="Swarm id the members report positions for.")],
+          json_out: JsonOpt = False) -> None:
+    """Flocking and formation for a swarm, from its members' latest reported positions.
+
+    Per member: the Reynolds steering acceleration (separation, alignment, cohesion with the
+    spec's radii and weights) and, when a formation was ordered, its slot; for the swarm:
+    polarization, formation error and the closest pair's distance.
+    """
+    import math
+
+    from swarmlog.projections.swarm_space import formation_targets, steering, swarm_metrics
+
+    store = _swarm_engine().stores["swarm_space"]
+    metrics = swarm_metrics(store, swarm_id)
+    if not metrics["members"]:
+        _fail(f"no positions reported for swarm {swarm_id}", 2)
+    if math.isinf(metrics["min_distance"]):
+        metrics["min_distance"] = None  # one member: no pair (JSON has no infinity)
+    _emit({"swarm_id": swarm_id, "metrics": metrics,
+           "steering": {a: list(v) for a, v in steering(store, swarm_id).items()},
+           "targets": {a: list(v) for a, v in formation_targets(store, swarm_id).items()}}, json_out)
 
 
 @app.command("backups")
