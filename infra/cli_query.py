@@ -139,15 +139,31 @@ def agents_show(
     _emit(agent, json_out)
 
 
+def _replay_projection(projection_name: str, topics: list[str]) -> Any:
+    """A verified replay of one worker projection, with what it reads rebuilt as the audit does.
+
+    The registry is folded from its own topics; other read-only stores (the router's learned
+    latency models and trust graph) only shape *derived* decisions, which the log records and
+    the projection folds — an empty store gives the same table.
+    """
+    from swarmlog.processors.app import default_domains
+    from swarmlog.projections.base import MemoryStore
+    from swarmlog.projections.registry import RegistryProjection
+
+    projections: list[Any] = [p for _, (_, factory) in default_domains().items() for p in factory()
+                              if p.name == projection_name]
+    reads = {name for p in projections for name in p.reads}
+    if "registry" in reads:
+        projections = [RegistryProjection(), *projections]
+        topics = [*dict.fromkeys(["agents", "commands", "receipts", *topics])]
+    return _replay(topics, projections, {name: MemoryStore() for name in reads - {"registry"}})
+
+
 def _show_key(view: str, key: str, topics: list[str], projection_name: str, prefix: str, from_log: bool,
               json_out: bool) -> None:
     try:
         if from_log:
-            from swarmlog.processors.app import default_domains
-
-            projections = [p for _, (_, factory) in default_domains().items() for p in factory()
-                           if p.name == projection_name]
-            engine = _replay(topics, projections)
+            engine = _replay_projection(projection_name, topics)
             value = engine.stores[projection_name].get(prefix + key)
             if value is None:
                 raise NotFound(key)

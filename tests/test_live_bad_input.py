@@ -226,6 +226,11 @@ def test_bad_input_through_a_live_worker_is_dead_lettered_once_and_nothing_valid
                                     *extra], env=env, capture_output=True, text=True, timeout=120)
             assert shown.returncode == 0, shown.stderr[-2000:]
             assert json.loads(shown.stdout)["history"] == session["history"], extra
+        for extra in ([], ["--from-log"]):  # a routed command, as the worker and as a replay see it
+            shown = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "commands", "show", command_ids[0],
+                                    "--json", *extra], env=env, capture_output=True, text=True, timeout=120)
+            assert shown.returncode == 0, shown.stderr[-2000:]
+            assert json.loads(shown.stdout) == worker.get(f"/swarmlog/commands/{command_ids[0]}/")[2], extra
         missing = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "sessions", "show", dead_sid],
                                  env=env, capture_output=True, text=True, timeout=120)
         assert missing.returncode == 2 and "unknown session" in missing.stderr
