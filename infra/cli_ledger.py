@@ -10,13 +10,12 @@ form (RFC 9162 field names), so a verifier in any language can check it.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 import typer
 
+from swarmlog.infra.cli_query import _fail, worker_answers
 from swarmlog.streams.settings import get_settings
 
 app = typer.Typer(help="The Merkle audit ledger: tree heads, inclusion and consistency proofs.",
@@ -28,30 +27,9 @@ TopicOpt = Annotated[list[str] | None, typer.Option("--topic", help="With --from
                                                     "(default: every topic the workers consume).")]
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"swarmlog: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _ask_all(path: str) -> list[tuple[int, Any]]:
     """(status, JSON) from every running worker for ``path``."""
-    from swarmlog.processors.views import endpoints
-
-    answers: list[tuple[int, Any]] = []
-    for info in endpoints(get_settings().home):
-        try:
-            with urllib.request.urlopen(info["url"] + path, timeout=5) as response:
-                answers.append((response.status, json.loads(response.read())))
-        except urllib.error.HTTPError as exc:
-            try:
-                answers.append((exc.code, json.loads(exc.read())))
-            except ValueError:
-                answers.append((exc.code, {"error": str(exc)}))
-        except (urllib.error.URLError, TimeoutError, ConnectionError):
-            continue
-    if not answers:
-        _fail("no running worker found (start one: `swarmlog worker`), or use --from-log", 1)
-    return answers
+    return list(worker_answers(path))
 
 
 def _replayed_store(topics: list[str] | None) -> Any:

@@ -12,16 +12,12 @@ neutral trust of 0.5 (a worker holds only its partitions of the trust graph).
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
 
-from swarmlog.infra.cli_query import FromLogOpt, JsonOpt, _emit, _fail, _replay
-from swarmlog.streams.settings import get_settings
+from swarmlog.infra.cli_query import FromLogOpt, JsonOpt, _emit, _fail, _replay, worker_answers
 
 app = typer.Typer(help="Capability marketplace: find listings, show contracts.", no_args_is_help=True)
 MARKET_TOPICS = ["market", "receipts"]
@@ -34,22 +30,13 @@ def _replay_market() -> Any:
 
 
 def _ask_all(path: str) -> list[Any]:
-    """GET ``path`` from every running worker; the 200 answers."""
-    from swarmlog.processors.views import endpoints
-
-    answers, asked = [], 0
-    for info in endpoints(get_settings().home):
-        asked += 1
-        try:
-            with urllib.request.urlopen(info["url"] + path, timeout=3) as response:
-                answers.append(json.loads(response.read()))
-        except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                raise
-        except (urllib.error.URLError, TimeoutError, ConnectionError):
-            continue
-    if not asked:
-        _fail("no running worker found (start one: `swarmlog worker`), or use --from-log", 1)
+    """The 200 answers of every running worker for ``path`` (each holds some partitions)."""
+    answers = []
+    for status, body in worker_answers(path):
+        if status == 200:
+            answers.append(body)
+        elif status != 404:
+            _fail(f"worker answered {status} for {path}: {body}", 1)
     return answers
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -37,23 +38,40 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _ask_workers(path: str) -> Any:
-    """GET ``path`` from each running worker; the first 200 wins; NotFound if none has it."""
+def worker_answers(path: str, timeout: float = 5.0) -> Iterator[tuple[int, Any]]:
+    """(HTTP status, JSON body) of GET ``path`` from each running worker that answers.
+
+    Workers register their URL in ``SWARMLOG_HOME`` (processors/views.py); one that does not
+    answer is skipped. If none answers at all the command fails with one clear line.
+    """
     from swarmlog.processors.views import endpoints
 
-    asked = 0
+    answered = 0
     for info in endpoints(get_settings().home):
-        asked += 1
         try:
-            with urllib.request.urlopen(info["url"] + path, timeout=3) as response:
-                return json.loads(response.read())
+            with urllib.request.urlopen(info["url"] + path, timeout=timeout) as response:
+                status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code != 404:
-                raise
+            status, raw = exc.code, exc.read()
         except (urllib.error.URLError, TimeoutError, ConnectionError):
             continue
-    if not asked:
+        answered += 1
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = {"error": raw.decode("utf-8", "replace")[:200]}
+        yield status, body
+    if not answered:
         _fail("no running worker found (start one: `swarmlog worker`), or use --from-log", 1)
+
+
+def _ask_workers(path: str) -> Any:
+    """The first worker's 200 answer for ``path``; NotFound if every worker says 404."""
+    for status, body in worker_answers(path):
+        if status == 200:
+            return body
+        if status != 404:
+            _fail(f"worker answered {status} for {path}: {body}", 1)
     raise NotFound(path)
 
 

@@ -57,6 +57,7 @@ def worker_command(
         # short group timeouts on the embedded broker (also when `swarmlog run` passes it in)
         embedded=os.environ.get("SWARMLOG_BOOTSTRAP") is None or os.environ.get("SWARMLOG_EMBEDDED") == "1",
         app_id="swarmlog" if not domains else "swarmlog-" + "-".join(sorted(chosen)),
+        tick_interval_s=settings.tick_interval_ms / 1000,
     )
     config.datadir.mkdir(parents=True, exist_ok=True)
 

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         description="A verifier gives up an event still waiting for its seal once its partition holds this many "
         "later records (offset distance): it is dead-lettered as 'unsealed' (docs/architecture.md).",
     )
+    tick_interval_ms: int = Field(
+        default=1000, ge=0,
+        description="How often a worker looks for quiet lanes with a deadline due and ticks them "
+        "(clock.tick, docs/swarm.md); 0: never.")
 
     @property
     def keystore_dir(self) -> Path:

@@ -4,7 +4,6 @@ role projection's verification of what the CLI produced."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +14,23 @@ import pytest
 from swarmlog.infra.topics import provision
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
+from tests.support.live import env_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def swarm_cli(env: dict[str, str], *args: str) -> tuple[int, Any]:
+    """(exit code, parsed --json output or stderr) of ``swarmlog swarm ARGS --json``."""
+    proc = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "swarm", *args, "--json"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return proc.returncode, (json.loads(proc.stdout) if proc.returncode == 0 else proc.stderr)
+
+
 def test_backups_refill_a_role_whose_holder_failed(kafka_bootstrap: str, unique_topics: Any, tmp_path: Path) -> None:
     prefix = unique_topics.new_prefix()
     provision(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_EMBEDDED": "1",
-           "SWARMLOG_TOPIC_PREFIX": prefix, "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_PARTITIONS": "2"}
+    env = env_for(kafka_bootstrap, tmp_path, prefix, SWARMLOG_PARTITIONS="2")
     leader, spare, worker = (Identity.generate(n) for n in ("bk-leader", "bk-spare", "bk-worker"))
     roles = {leader.did: "leader", spare.did: "reserve", worker.did: "worker"}
     for identity in (leader, spare, worker):
@@ -39,9 +45,7 @@ def test_backups_refill_a_role_whose_holder_failed(kafka_bootstrap: str, unique_
         producer.close()
 
     def cli(*args: str) -> tuple[int, Any]:
-        proc = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "swarm", *args, "--json"], env=env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
-        return proc.returncode, (json.loads(proc.stdout) if proc.returncode == 0 else proc.stderr)
+        return swarm_cli(env, *args)
 
     code, before = cli("health", "s1")
     assert code == 0, before
@@ -63,8 +67,7 @@ def test_backups_refill_a_role_whose_holder_failed(kafka_bootstrap: str, unique_
 def test_flock_reports_steering_targets_and_metrics(kafka_bootstrap: str, unique_topics: Any, tmp_path: Path) -> None:
     prefix = unique_topics.new_prefix()
     provision(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_EMBEDDED": "1",
-           "SWARMLOG_TOPIC_PREFIX": prefix, "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_PARTITIONS": "2"}
+    env = env_for(kafka_bootstrap, tmp_path, prefix, SWARMLOG_PARTITIONS="2")
     members = [Identity.generate(f"flock-{i}") for i in range(3)]
     for i, identity in enumerate(members):
         producer = EventProducer(identity, kafka_bootstrap, topic_prefix=prefix)
@@ -76,9 +79,7 @@ def test_flock_reports_steering_targets_and_metrics(kafka_bootstrap: str, unique
         producer.close()
 
     def cli(*args: str) -> tuple[int, Any]:
-        proc = subprocess.run([sys.executable, "-m", "swarmlog.infra.cli", "swarm", *args, "--json"], env=env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
-        return proc.returncode, (json.loads(proc.stdout) if proc.returncode == 0 else proc.stderr)
+        return swarm_cli(env, *args)
 
     code, out = cli("flock", "f1")
     assert code == 0, out

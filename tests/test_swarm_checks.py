@@ -8,7 +8,6 @@ from the refused or completed event to the trust domain's table.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records, read_verified
 from swarmlog.streams.verify import Status
-from tests.support.live import CliWorker, wait_for
+from tests.support.live import CliWorker, env_for, wait_for
 from tests.support.logs import to_raw
 
 AGENT = "did:key:z6MkAgent"
@@ -288,8 +287,7 @@ def test_false_claims_reach_the_trust_table_of_a_live_worker(kafka_bootstrap: st
                                                              tmp_path: Path) -> None:
     prefix = unique_topics.new_prefix()
     provision(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_EMBEDDED": "1",
-           "SWARMLOG_TOPIC_PREFIX": prefix, "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_PARTITIONS": "2"}
+    env = env_for(kafka_bootstrap, tmp_path, prefix, SWARMLOG_PARTITIONS="2")
     honest, spoofer, alarmist = (Identity.generate(n) for n in ("chk-honest", "chk-spoofer", "chk-alarmist"))
     producers = {i.did: EventProducer(i, kafka_bootstrap, topic_prefix=prefix, seal_interval_ms=50)
                  for i in (honest, spoofer, alarmist)}

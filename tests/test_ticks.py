@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import zlib
 from pathlib import Path
@@ -22,7 +21,7 @@ from swarmlog.projections.swarm_voting import CREATED, VOTE, VotingPoolProjectio
 from swarmlog.projections.ticks import TICK, due_ids, earliest_due
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
-from tests.support.live import CliWorker, authenticated_payloads, wait_for
+from tests.support.live import CliWorker, authenticated_payloads, env_for, wait_for
 
 
 def ctx(event_type: str, subject: str, ts: int, seq: int, lane: str, producer: str = "did:key:p") -> EventContext:
@@ -99,8 +98,7 @@ def test_a_quiet_lane_closes_its_pool_through_a_tick_of_the_live_worker(kafka_bo
                                                                         tmp_path: Path) -> None:
     prefix = unique_topics.new_prefix()
     provision(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_EMBEDDED": "1",
-           "SWARMLOG_TOPIC_PREFIX": prefix, "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_PARTITIONS": "2"}
+    env = env_for(kafka_bootstrap, tmp_path, prefix, SWARMLOG_PARTITIONS="2")
     creator, voter = Identity.generate("tick-creator"), Identity.generate("tick-voter")
     producers = [EventProducer(i, kafka_bootstrap, topic_prefix=prefix, seal_interval_ms=50) for i in (creator, voter)]
     now = int(time.time() * 1000)
