@@ -393,6 +393,13 @@ def build_baseline(spec: dict[str, Any], variant: str) -> Any:
         correct_end_offsets_for_embedded_broker(spec["bootstrap"])
     channel = app.topic(*[spec["prefix"] + t for t in SOURCE_TOPICS], value_serializer="raw", key_serializer="raw")
     counted = [0]
+
+    @app.task
+    async def same_logging_as_swarmlog() -> None:
+        # the swarmlog worker undoes Faust's root-logger DEBUG (processors/app.py); so do the baselines
+        from swarmlog.processors.app import undo_spinner_debug_logging
+
+        undo_spinner_debug_logging()
     if variant == "bare":
         async def bare(stream: Any) -> None:
             async for _value in stream:
@@ -442,6 +449,7 @@ def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = F
 
     if per_event:
         app_module.WriteBehindStore = lambda table, *_args: TableStore(table)
+        app_module.DIRECT_CHANGELOG = False  # Faust's own per-write path, as before batching
     from swarmlog.streams.identity import Identity
     from swarmlog.streams.producer import EventProducer
 
@@ -506,6 +514,9 @@ def worker_main(spec_path: Path) -> int:
                                   "faust_seconds": progress.faust_done - progress.first if faust_ends else None,
                                   "replica_seconds": (progress.replica_done - progress.first
                                                       if replica_ends else None)}
+        import logging
+
+        result["root_log_level"] = logging.getLevelName(logging.getLogger().level)
         if swarmlog:
             time.sleep(0.5)  # let the last outputs' counters settle (not in the window)
             with contextlib.suppress(Exception):
