@@ -21,6 +21,7 @@ see the class for why that keeps at-least-once and idempotence intact.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -175,20 +176,25 @@ class WriteBehindStore(TableStore):
         for key, (partition, _token) in self._dirty.items():
             groups.setdefault(partition, []).append(key)
         values, dirty, restore, write = self._values, self._dirty, self._restore, self._write
+        write_group = getattr(self.table, "write_group", None)  # DirectTable: the whole group in one call
         written = 0
         try:
             for partition, keys in groups.items():
                 restore(dirty[keys[0]][1])  # any record of the partition: same changelog partition
                 intent_key = f"{INTENT_PREFIX}{partition}"
+                ops: list[tuple[str, Any]] = []
                 if len(keys) > 1:
-                    write(intent_key, [[k, None if values[k] is _DELETED else values[k], values[k] is _DELETED]
-                                       for k in keys])
-                for key in keys:
-                    write(key, values[key])
+                    ops.append((intent_key, [[k, None if values[k] is _DELETED else values[k], values[k] is _DELETED]
+                                             for k in keys]))
+                ops.extend((key, values[key]) for key in keys)
                 if len(keys) > 1:
-                    write(intent_key, _DELETED)
-                    written += 2
-                written += len(keys)
+                    ops.append((intent_key, _DELETED))
+                if write_group is not None:
+                    write_group(partition, ops, _DELETED)
+                else:
+                    for key, value in ops:
+                        write(key, value)
+                written += len(ops)
         finally:
             self._values = {}
             self._dirty = {}
@@ -282,12 +288,37 @@ class DirectTable:
         self.changelog = changelog
         self.partition = partition
         self._encode_key, self._encode_value = _table_encoders(self.store)
+        fast = self._encode_key is not self.store._encode_key
+        self._decode_value: Callable[[bytes], Any] = json.loads if fast else self.store._decode_value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self.table.get(key, default)
+        # one RocksDB lookup (Faust's ``Mapping.get`` makes two: ``in``, then ``[]``)
+        value = self.store._get(self._encode_key(key))
+        return default if value is None else self._decode_value(value)
 
     def items(self) -> Any:
         return self.table.items()
+
+    def write_group(self, partition: int, ops: Sequence[tuple[Any, Any]], deleted: Any) -> None:
+        """Write ``ops`` (key, value or ``deleted``) in order to RocksDB of ``partition`` and its changelog.
+
+        The caller has made a record of ``partition`` current (``WriteBehindStore.flush``); this is
+        ``__setitem__``/``__delitem__`` for a whole group, with the per-write lookups done once.
+        """
+        store, topic, send = self.store, self.topic, self.changelog.send
+        encode_key, encode_value = self._encode_key, self._encode_value
+        db = store._db_for_partition(partition)
+        key_index = store._key_index
+        for key, value in ops:
+            key_bytes = encode_key(key)
+            if value is deleted:
+                send(store, topic, partition, key_bytes, None)
+                store._del(key_bytes)
+            else:
+                value_bytes = encode_value(value)
+                key_index[key_bytes] = partition
+                db.put(key_bytes, value_bytes)
+                send(store, topic, partition, key_bytes, value_bytes)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         key_bytes = self._encode_key(key)

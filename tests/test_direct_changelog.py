@@ -126,3 +126,33 @@ def test_a_failed_delivery_is_raised_not_acknowledged(table: Any) -> None:
     with pytest.raises(ProduceError, match="broker says no"):
         changelog.flush()
     assert table.data.persisted_offset(TP(table.changelog_topic.get_topic_name(), 1)) is None
+
+
+def test_write_group_writes_what_single_writes_write(tmp_path: Path) -> None:
+    """``WriteBehindStore.flush`` hands a DirectTable the whole group; same records, same RocksDB as key by key."""
+    from swarmlog.processors.runtime import _DELETED
+
+    ops: list[tuple[str, Any]] = [("__flush/1", [["a", 1, False], ["b", None, True]]), ("a", 1), ("b", _DELETED),
+                                  ("__flush/1", _DELETED)]
+    outcomes = []
+    for mode in ("single", "group"):
+        app = faust.App(f"direct-{mode}", store="rocksdb://", datadir=str(tmp_path / mode), topic_partitions=4)
+        table = app.Table("t", default=None, partitions=4)
+        kafka = RecordingKafka()
+        direct = DirectTable(table, ChangelogProducer("unused:9092", kafka=kafka), lambda: 1)
+        keep = _in_partition(1)
+        direct["b"] = "old"
+        if mode == "single":
+            for key, value in ops:
+                if value is _DELETED:
+                    del direct[key]
+                else:
+                    direct[key] = value
+        else:
+            direct.write_group(1, ops, _DELETED)
+        assert keep is not None
+        outcomes.append(([(v, k, p) for _t, v, k, p in kafka.records],
+                         sorted(table.data._dbs[1].items()) if hasattr(table.data._dbs[1], "items") else None,
+                         (direct.get("a"), direct.get("b"), direct.get("__flush/1"))))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][2] == (1, None, None)
