@@ -16,6 +16,10 @@ reducer writes several keys per event (its state, its idempotence mark) that the
 events of the batch write again. The batch's last value per key is written once, atomically
 per partition (an intent record first), before any record of the batch is acknowledged —
 see the class for why that keeps at-least-once and idempotence intact.
+
+In a worker those writes bypass Faust's per-write path (``DirectTable``): encoded once, put
+into the partition's RocksDB and produced to the changelog by one librdkafka producer
+(``ChangelogProducer``), delivered before the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -279,6 +283,11 @@ class DirectTable:
 
     Reads go to the table as before. ``partition()`` says which changelog partition a write
     belongs to (the current record's, as for a Faust table write).
+
+    Single writer: every write of the table must go through its ``DirectTable`` (one producer).
+    A write through Faust's own ``table[key] = value`` goes out on another producer, and two
+    producers do not keep their relative order in a changelog partition, so a restore could
+    bring back the older value of a key both wrote.
     """
 
     def __init__(self, table: Any, changelog: ChangelogProducer, partition: Callable[[], int]) -> None:
