@@ -27,7 +27,8 @@ consumer group, over the same topics (``agents``, ``commands``, ``receipts``):
 Measured window, per variant: from the first record the worker is handed (Faust's
 ``on_message_in`` sensor call; for swarmlog also the replica's first record) to the moment
 the last pre-produced record is *done*: acknowledged by the agent (``Consumer.ack``
-returned True for every offset of every source partition up to the pre-produced end —
+returned True for every offset of every source partition up to the pre-produced end — for
+swarmlog, of every source topic its domains' agents consume (``worker_topics``) —
 for swarmlog an ack means decided and its outputs delivered), and for swarmlog also
 folded by the registry replica (every pre-produced record of the three topics). The
 worker process stamps those moments itself and writes them to a JSON file. The swarmlog
@@ -67,7 +68,17 @@ from typing import Any
 PARTITIONS = 6
 CAPABILITIES = [f"cap-{i:02d}" for i in range(20)]
 SOURCE_TOPICS = ("agents", "commands", "receipts")
-FAUST_TOPICS = ("commands", "receipts")  # the swarmlog coordination agent's topics
+def worker_topics(domains: str) -> tuple[str, ...]:
+    """The source topics the swarmlog worker's Faust agents consume (and must acknowledge) for ``domains``.
+
+    Why not just ``commands`` + ``receipts`` (the coordination agent's): with the ``agents`` domain
+    (a default since workers run domain subsets) the worker also consumes ``agents``; a window that
+    ignored those acks closed while that agent was still folding, how far it had got varied by run.
+    """
+    from swarmlog.processors.app import select_domains
+
+    consumed = {t for topics, _factory in select_domains(domains).values() for t in topics}
+    return tuple(t for t in SOURCE_TOPICS if t in consumed)
 VARIANTS = ("bare", "bare_batched", "naive", "swarmlog_per_event", "swarmlog")
 HERE = Path(__file__).resolve().parent
 
@@ -393,6 +404,13 @@ def build_baseline(spec: dict[str, Any], variant: str) -> Any:
         correct_end_offsets_for_embedded_broker(spec["bootstrap"])
     channel = app.topic(*[spec["prefix"] + t for t in SOURCE_TOPICS], value_serializer="raw", key_serializer="raw")
     counted = [0]
+
+    @app.task
+    async def same_logging_as_swarmlog() -> None:
+        # the swarmlog worker undoes Faust's root-logger DEBUG (processors/app.py); so do the baselines
+        from swarmlog.processors.app import undo_spinner_debug_logging
+
+        undo_spinner_debug_logging()
     if variant == "bare":
         async def bare(stream: Any) -> None:
             async for _value in stream:
@@ -442,6 +460,7 @@ def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = F
 
     if per_event:
         app_module.WriteBehindStore = lambda table, *_args: TableStore(table)
+        app_module.DIRECT_CHANGELOG = False  # Faust's own per-write path, as before batching
     from swarmlog.streams.identity import Identity
     from swarmlog.streams.producer import EventProducer
 
@@ -487,7 +506,7 @@ def worker_main(spec_path: Path) -> int:
     spec = json.loads(spec_path.read_text())
     variant = spec["variant"]
     swarmlog = variant.startswith("swarmlog")
-    faust_ends = _ends(spec, FAUST_TOPICS if swarmlog else SOURCE_TOPICS)
+    faust_ends = _ends(spec, worker_topics(spec.get("domains", "")) if swarmlog else SOURCE_TOPICS)
     replica_ends = _ends(spec, SOURCE_TOPICS) if swarmlog else {}
     progress = Progress(faust_ends, replica_ends)
     _instrument_consumer(progress)
@@ -506,6 +525,9 @@ def worker_main(spec_path: Path) -> int:
                                   "faust_seconds": progress.faust_done - progress.first if faust_ends else None,
                                   "replica_seconds": (progress.replica_done - progress.first
                                                       if replica_ends else None)}
+        import logging
+
+        result["root_log_level"] = logging.getLevelName(logging.getLogger().level)
         if swarmlog:
             time.sleep(0.5)  # let the last outputs' counters settle (not in the window)
             with contextlib.suppress(Exception):

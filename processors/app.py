@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,16 @@ from faust.streams import _current_event
 
 from swarmlog.processors.faust_compat import correct_end_offsets_for_embedded_broker
 from swarmlog.processors.ledger_app import LEDGER_STORE_PREFIX, add_ledger_views, ledger_table, make_recorder
-from swarmlog.processors.runtime import Counters, OutputSink, PartitionedRuntime, TableStore, WriteBehindStore
+from swarmlog.processors.runtime import (
+    ChangelogProducer,
+    Counters,
+    DirectTable,
+    OutputSink,
+    PartitionedRuntime,
+    Stages,
+    TableStore,
+    WriteBehindStore,
+)
 from swarmlog.processors.ticker import Ticker
 from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
@@ -55,6 +65,9 @@ log = logging.getLogger(__name__)
 BATCH = 500
 BATCH_WITHIN_S = 0.2
 REPLICA_CATCH_UP_S = 120.0
+#: table writes go to RocksDB and the changelog directly (runtime.DirectTable), not through Faust's
+#: per-write path; False = Faust's own ``table[key] = value`` (the benchmark's before-variant)
+DIRECT_CHANGELOG = True
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,29 @@ class RegistryReplica:
             self.error = f"{type(exc).__name__}: {exc}"
             self.caught_up.set()  # do not block the worker forever; routing sees what there is
             log.exception("registry replica stopped")
+
+
+def undo_spinner_debug_logging() -> bool:
+    """Give the root logger back the level the worker was started with; True if it had to.
+
+    Faust's ``Worker`` at log level WARN or above adds a terminal-spinner handler and sets the
+    *root logger* to DEBUG (so that every record turns the spinner), and never sets it back.
+    From then on every ``log.debug`` in aiokafka and Faust — two per produced record, which
+    includes every changelog record of every table write — builds a ``LogRecord`` that the
+    handlers then drop: profiled at ≈ 10 % of the worker's event loop. The handlers keep the
+    requested level, so restoring the root logger to it changes no output.
+    """
+    from faust.utils.terminal.spinners import SpinnerHandler
+
+    root = logging.getLogger()
+    spinners = [h for h in root.handlers if isinstance(h, SpinnerHandler)]
+    if not spinners or root.level != logging.DEBUG:
+        return False
+    for handler in spinners:
+        root.removeHandler(handler)
+    levels = [h.level for h in root.handlers if h.level != logging.NOTSET]
+    root.setLevel(min(levels) if levels else logging.WARNING)
+    return True
 
 
 def default_domains() -> dict[str, tuple[Sequence[str], Callable[[], list[Projection]]]]:
@@ -229,6 +265,14 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
                                                                      "trust")],
                               replica_factory())
     sink_holder: dict[str, OutputSink] = {}
+    changelog_holder: dict[str, ChangelogProducer] = {}
+
+    def changelog() -> ChangelogProducer | None:
+        if not DIRECT_CHANGELOG:
+            return None
+        if "changelog" not in changelog_holder:
+            changelog_holder["changelog"] = ChangelogProducer(config.bootstrap)
+        return changelog_holder["changelog"]
 
     def sink() -> OutputSink:
         if "sink" not in sink_holder:
@@ -237,15 +281,19 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
 
     all_stores: dict[str, StateStore] = dict(replica.stores)
     counters: dict[str, Counters] = {}
+    stages: dict[str, Stages] = {}
     for domain, (topics, factory) in domains.items():
         counters[domain] = Counters()
+        stages[domain] = Stages()
         all_stores.update(_add_domain(app, domain, [prefix + t for t in topics], factory, replica, sink,
-                                      config.partitions, counters[domain], config.tick_interval_s, config.name))
+                                      config.partitions, counters[domain], stages[domain], changelog,
+                                      config.tick_interval_s, config.name))
     add_ledger_views(app, lambda: all_stores)
     add_views(app, lambda: all_stores, lambda: {
         "worker": config.name, "replica_records": replica.records, "replica_alive": replica.alive,
         "replica_counts": dict(replica.engine.counts), "replica_error": replica.error,
         "domains": {name: dict(c.values) for name, c in counters.items()},
+        "stages": {name: st.snapshot() for name, st in stages.items()},
         "outputs": ({"derived": sink_holder["sink"].derived, "dead_letters": sink_holder["sink"].dead_letters}
                     if "sink" in sink_holder else {}),
     }, worker=config.name, partitions=config.partitions)
@@ -255,12 +303,15 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
         """Starts the registry replica with the worker; stops it and flushes outputs on exit."""
 
         async def on_start(self) -> None:
+            undo_spinner_debug_logging()
             replica.start()
             write_endpoint(config.datadir, config.name, f"http://127.0.0.1:{config.web_port}")
 
         async def on_stop(self) -> None:
             (config.datadir / ENDPOINT_FILE).unlink(missing_ok=True)
             replica.stop()
+            if "changelog" in changelog_holder:
+                changelog_holder["changelog"].flush()
             if "sink" in sink_holder:
                 sink_holder["sink"].producer.close()
 
@@ -270,9 +321,12 @@ def create_app(config: WorkerConfig, producer_factory: Callable[[], EventProduce
 
 def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Callable[[], list[Projection]],
                 replica: RegistryReplica, sink: Callable[[], OutputSink], partitions: int,
-                counters: Counters, tick_interval_s: float = 0.0, worker: str = "") -> dict[str, StateStore]:
+                counters: Counters, stages: Stages | None = None,
+                changelog: Callable[[], ChangelogProducer | None] = lambda: None,
+                tick_interval_s: float = 0.0, worker: str = "") -> dict[str, StateStore]:
     """Register the domain's agent and tables; return its projections' stores (for the views)."""
     projections = factory()
+    stages = stages if stages is not None else Stages()
     # keys and values go through Faust's default JSON serializer
     tables = {p.name: app.Table(f"swarmlog-{p.name}", default=None, partitions=partitions) for p in projections}
     tick_aware = [p.name for p in projections if TICK in p.event_types]
@@ -289,12 +343,20 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
 
     async def agent(stream: faust.StreamT) -> None:
         # batch-aggregated table writes (runtime.WriteBehindStore); the views read the tables directly
-        runtime = PartitionedRuntime(projections, lambda name: WriteBehindStore(tables[name], _event_context,
+        direct = changelog()
+
+        def writable(table: Any) -> Any:
+            return DirectTable(table, direct, _event_partition) if direct is not None else table
+
+        runtime = PartitionedRuntime(projections, lambda name: WriteBehindStore(writable(tables[name]), _event_context,
                                                                                 _set_current_event),
                                      extra_stores=_replica_stores(projections, replica))
         runtime.counters = counters  # per-reason counters, shown by /swarmlog/health/
+        runtime.stages = stages
+        if direct is not None:
+            runtime.deliver_tables = direct.flush
         if ledger_table_ is not None:
-            ledger_writes = WriteBehindStore(ledger_table_, _event_context, _set_current_event)
+            ledger_writes = WriteBehindStore(writable(ledger_table_), _event_context, _set_current_event)
             runtime.ledger = make_recorder(ledger_writes, sink)
             runtime.add_batched_store(ledger_writes)
         if any(p.reads for p in projections):
@@ -302,7 +364,11 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
             await asyncio.to_thread(replica.caught_up.wait, REPLICA_CATCH_UP_S)
         unacked: dict[tuple[str, int, int], Any] = {}
         manual: Any = cast(Any, stream).noack()  # acks only once a record is decided (see runtime.py)
+        clock = time.perf_counter
+        mark = clock()
         async for events in manual.take_events(BATCH, within=BATCH_WITHIN_S):
+            start = clock()
+            stages.add("wait", start - mark)  # waiting for the batch (fetch, other agents, Faust's own work)
             records = [
                 RawRecord(ev.message.topic, ev.message.partition, ev.message.offset, ev.message.key,
                           ev.message.value if isinstance(ev.message.value, bytes) else b"",
@@ -310,14 +376,24 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
                 for ev in events
             ]
             outcome, pending = runtime.process(records, lambda i, batch=events: _set_current_event(batch[i]))
+            folded = clock()
             out = sink()
             out.emit(outcome)
+            emitted = clock()
             if outcome.derived or outcome.dead_letters:
                 out.flush()  # outputs are delivered before their sources are acknowledged
+            delivered = clock()
             for ev, record in zip(events, records, strict=True):
                 unacked[(record.topic, record.partition, record.offset)] = ev
             for position in [p for p in unacked if p not in pending]:
                 unacked.pop(position).ack()
+            mark = clock()
+            stages.add("fold", folded - start)
+            stages.add("emit", emitted - folded)
+            stages.add("deliver", delivered - emitted)
+            stages.add("ack", mark - delivered)
+            stages.batches += 1
+            stages.records += len(records)
 
     agent.__name__ = f"swarmlog_{domain}"
     app.agent(channel, name=f"swarmlog.{domain}")(agent)
@@ -357,6 +433,10 @@ def _event_context() -> tuple[int, Any]:
     if event is None:
         raise RuntimeError("table write outside of a record being folded")
     return event.message.partition, event
+
+
+def _event_partition() -> int:
+    return _event_context()[0]
 
 
 def _replica_stores(projections: Sequence[Projection], replica: RegistryReplica) -> dict[str, StateStore]:
