@@ -1,14 +1,19 @@
-"""The C Merkle root (two SHA-256 chains interleaved with SHA-NI) against the pure-Python RFC 9162 one."""
+"""C ingest helpers against their Python twins: the Merkle root (two SHA-256 chains interleaved with
+SHA-NI) against the RFC 9162 one, and ``slot_objects`` against the dataclass constructor."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import sys
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmlog.streams import speedups
+from swarmlog.streams.chain import _REF_FIELDS, EventRef
 from swarmlog.streams.merkle import root as merkle_root
 
 native = speedups.native
@@ -47,3 +52,42 @@ def test_sibling_order_matters() -> None:
     a, b, c = (hashlib.sha256(x).digest() for x in (b"a", b"b", b"c"))
     assert native.merkle_root_leaves([a, b, c]) != native.merkle_root_leaves([b, a, c])
     assert native.merkle_root_leaves([a, b, c]) == merkle_root([a, b, c])
+
+
+def test_slot_objects_equal_the_constructor() -> None:
+    assert native is not None
+    n = 300
+    ids = [i.to_bytes(16, "big") for i in range(n)]
+    parts = [i % 6 for i in range(n)]
+    names = [f"t/{p}" for p in parts]
+    seqs = [i // 6 for i in range(n)]
+    digests = [hashlib.sha256(bytes([i % 256])).digest() for i in range(n)]
+    before = sys.getrefcount(digests[7])
+    refs = native.slot_objects(EventRef, _REF_FIELDS, (ids, "t", parts, names, seqs, digests), n)
+    held = sys.getrefcount(digests[7])
+    del refs
+    gc.collect()
+    released = sys.getrefcount(digests[7])
+    assert (held, released) == (before + 1, before)  # one reference per field while the object lives
+    refs = native.slot_objects(EventRef, _REF_FIELDS, (ids, "t", parts, names, seqs, digests), n)
+    assert refs == [EventRef(ids[i], "t", parts[i], names[i], seqs[i], digests[i]) for i in range(n)]
+
+
+@dataclass(slots=True)
+class _Base:
+    a: object
+
+
+@dataclass(slots=True)
+class _Child(_Base):
+    b: object
+
+
+def test_slot_objects_inherited_slots_and_errors() -> None:
+    assert native is not None
+    objs = native.slot_objects(_Child, ("a", "b"), ([1, 2], "x"), 2)
+    assert objs == [_Child(1, "x"), _Child(2, "x")]
+    with pytest.raises(TypeError, match="__slots__ member"):
+        native.slot_objects(_Child, ("a", "__init__"), ([1], [2]), 1)
+    with pytest.raises(ValueError, match="column length"):
+        native.slot_objects(_Child, ("a", "b"), ([1, 2], [3]), 2)
