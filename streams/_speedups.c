@@ -1077,136 +1077,6 @@ static inline void put_be64(unsigned char *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (56 - 8 * i));
 }
 
-/*
- * chain_many(header, ts_bytes, ms, first_counter, salt, bodies, keys, parts,
- *            prefixes, next_seqs, last_hashes, open_lists) -> (values, ids, digests, seqs)
- *
- * Exactly ChainWriter.append_many's per-event loop. Per-partition state lives in lists
- * indexed by partition (None for partitions this batch does not touch): the envelope prefix,
- * the next seq and last hash (both written back) and the open-hash list (digests appended).
- */
-static PyObject *py_chain_many(PyObject *self, PyObject *args) {
-    PyObject *header, *ts_bytes, *bodies, *keys, *parts, *prefixes, *next_seqs, *last_hashes, *open_lists;
-    unsigned long long ms, first, salt;
-    if (!PyArg_ParseTuple(args, "SSKKKO!O!O!O!O!O!O!:chain_many", &header, &ts_bytes, &ms, &first, &salt,
-                          &PyList_Type, &bodies, &PyList_Type, &keys, &PyList_Type, &parts, &PyList_Type, &prefixes,
-                          &PyList_Type, &next_seqs, &PyList_Type, &last_hashes, &PyList_Type, &open_lists))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(bodies);
-    Py_ssize_t np = PyList_GET_SIZE(prefixes);
-    if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(parts) != n || PyList_GET_SIZE(next_seqs) != np ||
-        PyList_GET_SIZE(last_hashes) != np || PyList_GET_SIZE(open_lists) != np) {
-        PyErr_SetString(PyExc_ValueError, "chain_many: list lengths differ");
-        return NULL;
-    }
-    if (ms >> 48) {
-        PyErr_SetString(PyExc_OverflowError, "timestamp does not fit 48 bits");
-        return NULL;
-    }
-    int64_t *seqs = PyMem_Calloc((size_t)(np ? np : 1), sizeof(int64_t));
-    unsigned char *hashes = PyMem_Calloc((size_t)(np ? np : 1), 32);
-    PyObject *values = PyList_New(n), *ids = PyList_New(n), *digests = PyList_New(n), *seq_out = PyList_New(n);
-    PyObject *result = NULL;
-    if (!seqs || !hashes || !values || !ids || !digests || !seq_out) {
-        if (!PyErr_Occurred()) PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t p = 0; p < np; p++) {
-        PyObject *pre = PyList_GET_ITEM(prefixes, p);
-        if (pre == Py_None) continue;
-        if (get_bytes(pre, -1, "prefix") < 0) goto done;
-        long long s = PyLong_AsLongLong(PyList_GET_ITEM(next_seqs, p));
-        if (s == -1 && PyErr_Occurred()) goto done;
-        seqs[p] = s;
-        PyObject *h = PyList_GET_ITEM(last_hashes, p);
-        if (get_bytes(h, 32, "last hash") < 0) goto done;
-        memcpy(hashes + 32 * p, PyBytes_AS_STRING(h), 32);
-        if (!PyList_Check(PyList_GET_ITEM(open_lists, p))) {
-            PyErr_SetString(PyExc_TypeError, "open hashes must be lists");
-            goto done;
-        }
-    }
-    /* validate everything first: a bad input must not leave the lanes half-advanced */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (get_bytes(PyList_GET_ITEM(bodies, i), -1, "body") < 0 || get_bytes(PyList_GET_ITEM(keys, i), -1, "key") < 0)
-            goto done;
-        Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
-        if (p == -1 && PyErr_Occurred()) goto done;
-        if (p < 0 || p >= np || PyList_GET_ITEM(prefixes, p) == Py_None) {
-            PyErr_SetString(PyExc_ValueError, "chain_many: partition without lane state");
-            goto done;
-        }
-    }
-    Py_ssize_t fixed = PyBytes_GET_SIZE(header) + 16 + 32 + PyBytes_GET_SIZE(ts_bytes) + 1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *body = PyList_GET_ITEM(bodies, i), *key = PyList_GET_ITEM(keys, i);
-        Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
-        PyObject *prefix = PyList_GET_ITEM(prefixes, p);
-        int64_t seq = seqs[p];
-        unsigned char v_seq[10], v_key[10], v_body[10], id[16];
-        int l_seq = varint(seq, v_seq);
-        int l_key = varint(PyBytes_GET_SIZE(key), v_key);
-        int l_body = varint(PyBytes_GET_SIZE(body), v_body);
-        uint64_t c = first + (uint64_t)i;
-        put_be64(id, ((uint64_t)ms << 16) | 0x7000u | (c >> 30));
-        put_be64(id + 8, 0x8000000000000000ULL | ((c & 0x3FFFFFFFULL) << 32) | (salt & 0xFFFFFFFFULL));
-        Py_ssize_t size = fixed + PyBytes_GET_SIZE(prefix) + l_seq + l_key + PyBytes_GET_SIZE(key) + l_body +
-                          PyBytes_GET_SIZE(body);
-        PyObject *value = PyBytes_FromStringAndSize(NULL, size);
-        if (!value) goto done;
-        unsigned char *w = (unsigned char *)PyBytes_AS_STRING(value);
-#define PUT(src, len) do { memcpy(w, (src), (size_t)(len)); w += (len); } while (0)
-        PUT(PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header));
-        PUT(id, 16);
-        PUT(PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
-        PUT(v_seq, l_seq);
-        PUT(hashes + 32 * p, 32);
-        PUT(PyBytes_AS_STRING(ts_bytes), PyBytes_GET_SIZE(ts_bytes));
-        PUT(v_key, l_key);
-        PUT(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
-        PUT(v_body, l_body);
-        PUT(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body));
-        *w++ = 0;
-#undef PUT
-        PyList_SET_ITEM(values, i, value);
-        sha256_3((const unsigned char *)PyBytes_AS_STRING(value), (size_t)size, NULL, 0, NULL, 0, hashes + 32 * p);
-        seqs[p] = seq + 1;
-        PyObject *digest = PyBytes_FromStringAndSize((const char *)hashes + 32 * p, 32);
-        PyObject *idb = PyBytes_FromStringAndSize((const char *)id, 16);
-        PyObject *seqo = PyLong_FromLongLong(seq);
-        if (!digest || !idb || !seqo) {
-            Py_XDECREF(digest); Py_XDECREF(idb); Py_XDECREF(seqo);
-            goto done;
-        }
-        PyList_SET_ITEM(ids, i, idb);
-        PyList_SET_ITEM(seq_out, i, seqo);
-        Py_INCREF(digest);
-        PyList_SET_ITEM(digests, i, digest);
-        int rc = PyList_Append(PyList_GET_ITEM(open_lists, p), digest);
-        Py_DECREF(digest);
-        if (rc < 0) goto done;
-    }
-    for (Py_ssize_t p = 0; p < np; p++) {
-        if (PyList_GET_ITEM(prefixes, p) == Py_None) continue;
-        PyObject *s = PyLong_FromLongLong(seqs[p]);
-        PyObject *h = PyBytes_FromStringAndSize((const char *)hashes + 32 * p, 32);
-        if (!s || !h) { Py_XDECREF(s); Py_XDECREF(h); goto done; }
-        PyList_SetItem(next_seqs, p, s);
-        PyList_SetItem(last_hashes, p, h);
-    }
-    result = PyTuple_Pack(4, values, ids, digests, seq_out);
-done:
-    PyMem_Free(seqs);
-    PyMem_Free(hashes);
-    Py_XDECREF(values);
-    Py_XDECREF(ids);
-    Py_XDECREF(digests);
-    Py_XDECREF(seq_out);
-    return result;
-}
-
-/* ------------------------------------------------------------------ Merkle */
-
 #ifdef SW_X86
 /* Two independent SHA-256 streams of the same length, interleaved. SHA-NI rounds are latency-bound
    (≈ 55 ns per block on one chain), so a second independent chain nearly doubles throughput: the
@@ -1266,15 +1136,20 @@ static void sha256_blocks_shani_x2(uint32_t sa[8], const unsigned char *pa, uint
 }
 #endif
 
-/* SHA-256 padding of a message of len <= 119 bytes into buf: returns the block count (1 or 2). */
-static size_t sha256_pad_small(const unsigned char *msg, size_t len, unsigned char buf[128]) {
+/* The last block(s) of a SHA-256 message: its final len <= 119 bytes, padding and the bit length of the
+   whole message (total bytes) into buf; returns the block count (1 or 2). */
+static size_t sha256_pad_tail(const unsigned char *rest, size_t len, uint64_t total, unsigned char buf[128]) {
     size_t blocks = len + 9 <= 64 ? 1 : 2;
-    memcpy(buf, msg, len);
+    memcpy(buf, rest, len);
     memset(buf + len, 0, 64 * blocks - len);
     buf[len] = 0x80;
-    uint64_t bits = (uint64_t)len * 8;
+    uint64_t bits = total * 8;
     for (int i = 0; i < 8; i++) buf[64 * blocks - 8 + i] = (unsigned char)(bits >> (56 - 8 * i));
     return blocks;
+}
+
+static size_t sha256_pad_small(const unsigned char *msg, size_t len, unsigned char buf[128]) {
+    return sha256_pad_tail(msg, len, len, buf);
 }
 
 static void sha256_state_out(const uint32_t st[8], unsigned char out[32]) {
@@ -1312,6 +1187,223 @@ static void sha256_small_many(const unsigned char *msgs, size_t len, Py_ssize_t 
         sha256_state_out(st, out + 32 * i);
     }
 }
+
+/* SHA-256 of two independent messages of any lengths (two lanes' next events): their common whole
+   blocks and, when they match, their tails run as two interleaved SHA-NI chains. */
+static void sha256_two(const unsigned char *a, size_t na, unsigned char out_a[32], const unsigned char *b, size_t nb,
+                       unsigned char out_b[32]) {
+#ifdef SW_X86
+    if (use_shani) {
+        uint32_t sa[8], sb[8];
+        unsigned char ta[128], tb[128];
+        size_t fa = na / 64, fb = nb / 64, common = fa < fb ? fa : fb;
+        memcpy(sa, H256, sizeof sa);
+        memcpy(sb, H256, sizeof sb);
+        if (common) sha256_blocks_shani_x2(sa, a, sb, b, common);
+        if (fa > common) sha256_blocks_shani(sa, a + 64 * common, fa - common);
+        if (fb > common) sha256_blocks_shani(sb, b + 64 * common, fb - common);
+        size_t ka = sha256_pad_tail(a + 64 * fa, na % 64, na, ta);
+        size_t kb = sha256_pad_tail(b + 64 * fb, nb % 64, nb, tb);
+        if (ka == kb) {
+            sha256_blocks_shani_x2(sa, ta, sb, tb, ka);
+        } else {
+            sha256_blocks_shani(sa, ta, ka);
+            sha256_blocks_shani(sb, tb, kb);
+        }
+        sha256_state_out(sa, out_a);
+        sha256_state_out(sb, out_b);
+        return;
+    }
+#endif
+    sha256_3(a, na, NULL, 0, NULL, 0, out_a);
+    sha256_3(b, nb, NULL, 0, NULL, 0, out_b);
+}
+
+/*
+ * chain_many(header, ts_bytes, ms, first_counter, salt, bodies, keys, parts,
+ *            prefixes, next_seqs, last_hashes, open_lists) -> (values, ids, digests, seqs)
+ *
+ * Exactly ChainWriter.append_many's per-event loop. Per-partition state lives in lists
+ * indexed by partition (None for partitions this batch does not touch): the envelope prefix,
+ * the next seq and last hash (both written back) and the open-hash list (digests appended).
+ */
+static PyObject *py_chain_many(PyObject *self, PyObject *args) {
+    PyObject *header, *ts_bytes, *bodies, *keys, *parts, *prefixes, *next_seqs, *last_hashes, *open_lists;
+    unsigned long long ms, first, salt;
+    if (!PyArg_ParseTuple(args, "SSKKKO!O!O!O!O!O!O!:chain_many", &header, &ts_bytes, &ms, &first, &salt,
+                          &PyList_Type, &bodies, &PyList_Type, &keys, &PyList_Type, &parts, &PyList_Type, &prefixes,
+                          &PyList_Type, &next_seqs, &PyList_Type, &last_hashes, &PyList_Type, &open_lists))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(bodies);
+    Py_ssize_t np = PyList_GET_SIZE(prefixes);
+    if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(parts) != n || PyList_GET_SIZE(next_seqs) != np ||
+        PyList_GET_SIZE(last_hashes) != np || PyList_GET_SIZE(open_lists) != np) {
+        PyErr_SetString(PyExc_ValueError, "chain_many: list lengths differ");
+        return NULL;
+    }
+    if (ms >> 48) {
+        PyErr_SetString(PyExc_OverflowError, "timestamp does not fit 48 bits");
+        return NULL;
+    }
+    int64_t *seqs = PyMem_Calloc((size_t)(np ? np : 1), sizeof(int64_t));
+    unsigned char *hashes = PyMem_Calloc((size_t)(np ? np : 1), 32);
+    Py_ssize_t *hole = NULL, *next_in_lane = NULL, *lane_of = NULL, *heads = NULL, *tails = NULL;
+    unsigned char *digs = NULL;
+    PyObject *values = PyList_New(n), *ids = PyList_New(n), *digests = PyList_New(n), *seq_out = PyList_New(n);
+    PyObject *result = NULL;
+    if (!seqs || !hashes || !values || !ids || !digests || !seq_out) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t p = 0; p < np; p++) {
+        PyObject *pre = PyList_GET_ITEM(prefixes, p);
+        if (pre == Py_None) continue;
+        if (get_bytes(pre, -1, "prefix") < 0) goto done;
+        long long s = PyLong_AsLongLong(PyList_GET_ITEM(next_seqs, p));
+        if (s == -1 && PyErr_Occurred()) goto done;
+        seqs[p] = s;
+        PyObject *h = PyList_GET_ITEM(last_hashes, p);
+        if (get_bytes(h, 32, "last hash") < 0) goto done;
+        memcpy(hashes + 32 * p, PyBytes_AS_STRING(h), 32);
+        if (!PyList_Check(PyList_GET_ITEM(open_lists, p))) {
+            PyErr_SetString(PyExc_TypeError, "open hashes must be lists");
+            goto done;
+        }
+    }
+    /* validate everything first: a bad input must not leave the lanes half-advanced */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (get_bytes(PyList_GET_ITEM(bodies, i), -1, "body") < 0 || get_bytes(PyList_GET_ITEM(keys, i), -1, "key") < 0)
+            goto done;
+        Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
+        if (p == -1 && PyErr_Occurred()) goto done;
+        if (p < 0 || p >= np || PyList_GET_ITEM(prefixes, p) == Py_None) {
+            PyErr_SetString(PyExc_ValueError, "chain_many: partition without lane state");
+            goto done;
+        }
+    }
+    Py_ssize_t fixed = PyBytes_GET_SIZE(header) + 16 + 32 + PyBytes_GET_SIZE(ts_bytes) + 1;
+    /* pass 1: every envelope with a hole for its prev_hash; pass 2: the chains, two lanes at a time
+       (interleaved SHA-NI); pass 3: the digests as objects. */
+    hole = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    next_in_lane = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    lane_of = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    heads = PyMem_Malloc((size_t)(np ? np : 1) * sizeof(Py_ssize_t));
+    tails = PyMem_Malloc((size_t)(np ? np : 1) * sizeof(Py_ssize_t));
+    digs = PyMem_Malloc((size_t)(n ? n : 1) * 32);
+    if (!hole || !next_in_lane || !lane_of || !heads || !tails || !digs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t p = 0; p < np; p++) heads[p] = tails[p] = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *body = PyList_GET_ITEM(bodies, i), *key = PyList_GET_ITEM(keys, i);
+        Py_ssize_t p = PyLong_AsSsize_t(PyList_GET_ITEM(parts, i));
+        PyObject *prefix = PyList_GET_ITEM(prefixes, p);
+        int64_t seq = seqs[p];
+        unsigned char v_seq[10], v_key[10], v_body[10], id[16];
+        int l_seq = varint(seq, v_seq);
+        int l_key = varint(PyBytes_GET_SIZE(key), v_key);
+        int l_body = varint(PyBytes_GET_SIZE(body), v_body);
+        uint64_t c = first + (uint64_t)i;
+        put_be64(id, ((uint64_t)ms << 16) | 0x7000u | (c >> 30));
+        put_be64(id + 8, 0x8000000000000000ULL | ((c & 0x3FFFFFFFULL) << 32) | (salt & 0xFFFFFFFFULL));
+        Py_ssize_t size = fixed + PyBytes_GET_SIZE(prefix) + l_seq + l_key + PyBytes_GET_SIZE(key) + l_body +
+                          PyBytes_GET_SIZE(body);
+        PyObject *value = PyBytes_FromStringAndSize(NULL, size);
+        if (!value) goto done;
+        unsigned char *start = (unsigned char *)PyBytes_AS_STRING(value), *w = start;
+#define PUT(src, len) do { memcpy(w, (src), (size_t)(len)); w += (len); } while (0)
+        PUT(PyBytes_AS_STRING(header), PyBytes_GET_SIZE(header));
+        PUT(id, 16);
+        PUT(PyBytes_AS_STRING(prefix), PyBytes_GET_SIZE(prefix));
+        PUT(v_seq, l_seq);
+        hole[i] = w - start;
+        w += 32; /* prev_hash: written in pass 2, when the lane's previous event is hashed */
+        PUT(PyBytes_AS_STRING(ts_bytes), PyBytes_GET_SIZE(ts_bytes));
+        PUT(v_key, l_key);
+        PUT(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+        PUT(v_body, l_body);
+        PUT(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body));
+        *w++ = 0;
+#undef PUT
+        PyList_SET_ITEM(values, i, value);
+        seqs[p] = seq + 1;
+        lane_of[i] = p;
+        next_in_lane[i] = -1;
+        if (heads[p] < 0) heads[p] = i; else next_in_lane[tails[p]] = i;
+        tails[p] = i;
+        PyObject *idb = PyBytes_FromStringAndSize((const char *)id, 16);
+        PyObject *seqo = PyLong_FromLongLong(seq);
+        if (!idb || !seqo) {
+            Py_XDECREF(idb); Py_XDECREF(seqo);
+            goto done;
+        }
+        PyList_SET_ITEM(ids, i, idb);
+        PyList_SET_ITEM(seq_out, i, seqo);
+    }
+    /* pass 2: lanes are independent chains; pair the first two lanes with events left (in lane order) */
+    {
+        Py_ssize_t active = 0;
+        for (Py_ssize_t p = 0; p < np; p++)
+            if (heads[p] >= 0) tails[active++] = p; /* tails[] now lists the lanes with events left */
+        while (active > 0) {
+            Py_ssize_t pa = tails[0], ia = heads[pa];
+            unsigned char *va = (unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(values, ia));
+            memcpy(va + hole[ia], hashes + 32 * pa, 32);
+            if (active >= 2) {
+                Py_ssize_t pb = tails[1], ib = heads[pb];
+                unsigned char *vb = (unsigned char *)PyBytes_AS_STRING(PyList_GET_ITEM(values, ib));
+                memcpy(vb + hole[ib], hashes + 32 * pb, 32);
+                sha256_two(va, (size_t)PyBytes_GET_SIZE(PyList_GET_ITEM(values, ia)), hashes + 32 * pa,
+                           vb, (size_t)PyBytes_GET_SIZE(PyList_GET_ITEM(values, ib)), hashes + 32 * pb);
+                memcpy(digs + 32 * ib, hashes + 32 * pb, 32);
+                heads[pb] = next_in_lane[ib];
+            } else {
+                sha256_3(va, (size_t)PyBytes_GET_SIZE(PyList_GET_ITEM(values, ia)), NULL, 0, NULL, 0, hashes + 32 * pa);
+            }
+            memcpy(digs + 32 * ia, hashes + 32 * pa, 32);
+            heads[pa] = next_in_lane[ia];
+            Py_ssize_t kept = 0;
+            for (Py_ssize_t k = 0; k < active; k++)
+                if (heads[tails[k]] >= 0) tails[kept++] = tails[k];
+            active = kept;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *digest = PyBytes_FromStringAndSize((const char *)digs + 32 * i, 32);
+        if (!digest) goto done;
+        Py_INCREF(digest);
+        PyList_SET_ITEM(digests, i, digest);
+        int rc = PyList_Append(PyList_GET_ITEM(open_lists, lane_of[i]), digest);
+        Py_DECREF(digest);
+        if (rc < 0) goto done;
+    }
+    for (Py_ssize_t p = 0; p < np; p++) {
+        if (PyList_GET_ITEM(prefixes, p) == Py_None) continue;
+        PyObject *s = PyLong_FromLongLong(seqs[p]);
+        PyObject *h = PyBytes_FromStringAndSize((const char *)hashes + 32 * p, 32);
+        if (!s || !h) { Py_XDECREF(s); Py_XDECREF(h); goto done; }
+        PyList_SetItem(next_seqs, p, s);
+        PyList_SetItem(last_hashes, p, h);
+    }
+    result = PyTuple_Pack(4, values, ids, digests, seq_out);
+done:
+    PyMem_Free(seqs);
+    PyMem_Free(hashes);
+    PyMem_Free(hole);
+    PyMem_Free(next_in_lane);
+    PyMem_Free(lane_of);
+    PyMem_Free(heads);
+    PyMem_Free(tails);
+    PyMem_Free(digs);
+    Py_XDECREF(values);
+    Py_XDECREF(ids);
+    Py_XDECREF(digests);
+    Py_XDECREF(seq_out);
+    return result;
+}
+
+/* ------------------------------------------------------------------ Merkle */
 
 /* merkle_root_leaves(data: list[bytes]) -> bytes: RFC 9162 MTH of the leaves HASH(0x00 || d). */
 static PyObject *py_merkle_root_leaves(PyObject *self, PyObject *arg) {

@@ -13,11 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmlog.streams import speedups
-from swarmlog.streams.chain import _REF_FIELDS, EventRef
+from swarmlog.streams.chain import _REF_FIELDS, ChainWriter, EventRef
+from swarmlog.streams.codec import default_store
+from swarmlog.streams.envelope import ZERO_HASH, EnvelopeCodec
+from swarmlog.streams.identity import Identity
 from swarmlog.streams.merkle import root as merkle_root
 
 native = speedups.native
 pytestmark = pytest.mark.skipif(native is None, reason="C extension not built (no compiler) or SWARMLOG_SPEEDUPS=0")
+_IDENTITY = Identity.generate("speedups-ingest")
 
 
 @pytest.mark.parametrize("hardware", [True, False])
@@ -91,3 +95,37 @@ def test_slot_objects_inherited_slots_and_errors() -> None:
         native.slot_objects(_Child, ("a", "__init__"), ([1], [2]), 1)
     with pytest.raises(ValueError, match="column length"):
         native.slot_objects(_Child, ("a", "b"), ([1, 2], [3]), 2)
+
+
+@pytest.mark.parametrize("hardware", [True, False])
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=120), partitions=st.integers(1, 7),
+       salt=st.integers(0, 1000))
+def test_chain_many_lanes_hashed_in_pairs_keep_every_link(hardware: bool, sizes: list[int], partitions: int,
+                                                          salt: int) -> None:
+    """chain_many hashes two lanes' events at a time; whatever the envelope lengths (so block counts
+    and tails differ between the pair), every event hash is SHA-256 of its value and every prev_hash
+    is the lane's previous event hash."""
+    assert native is not None
+    identity = _IDENTITY
+    store = default_store()
+    entry = store.for_event_type("deadletter.recorded")
+    writer = ChainWriter(identity, store)
+    codec = EnvelopeCodec(store)
+    bodies = [bytes((salt + i + j) & 0xFF for j in range(size)) for i, size in enumerate(sizes)]
+    keys = [f"k{(salt * 7 + i) % 11}".encode() for i in range(len(sizes))]
+    before = native.set_hardware_sha(hardware)
+    try:
+        refs, _, values = writer.append_many_columns(entry, bodies, keys, "t", partitions)
+        refs2, _, values2 = writer.append_many_columns(entry, bodies[::-1], keys, "t", partitions)
+    finally:
+        native.set_hardware_sha(before)
+    last: dict[int, bytes] = {}
+    for ref, value in zip(refs + refs2, values + values2, strict=True):
+        event = codec.decode(value)
+        assert ref.hash == hashlib.sha256(value).digest() == event.hash
+        assert event.prev_hash == last.get(ref.partition, ZERO_HASH)
+        assert event.seq == ref.seq
+        last[ref.partition] = ref.hash
+    for (_, partition), lane in writer._lanes.items():
+        assert lane.last_hash == last[partition]
