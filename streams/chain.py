@@ -64,6 +64,25 @@ class OutRecord:
     value: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class SealedLane:
+    """One lane's part of a cut batch: where its seal goes and the event hashes it covers."""
+
+    topic: str
+    partition: int
+    name: str
+    first_seq: int
+    hashes: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSeal:
+    """A batch cut by ``ChainWriter.seal_begin``, waiting for ``seal_finish`` to sign it."""
+
+    lanes: tuple[SealedLane, ...]
+    identity_event: bytes
+
+
 @dataclass
 class _Lane:
     topic: str
@@ -243,19 +262,52 @@ class ChainWriter:
 
     def seal(self) -> list[OutRecord]:
         """Close the open batch: one signed statement, one seal record per open lane."""
+        pending = self._pending()
+        if pending is None:
+            return []
+        records = self.seal_finish(pending)
+        self._detach(pending)  # only once signed: a failed seal leaves the batch open for the next one
+        return records
+
+    def seal_begin(self) -> PendingSeal | None:
+        """Cut the open batch (cheap): what ``seal_finish`` needs, and a fresh open batch.
+
+        Split from the signing so a producer can sign on another thread while this writer
+        chains the next batch: the cut batch is detached from the lanes, so nothing the
+        writer does afterwards changes it.
+        """
+        pending = self._pending()
+        if pending is not None:
+            self._detach(pending)
+        return pending
+
+    def _pending(self) -> PendingSeal | None:
         open_lanes = [lane for lane in self._lanes.values() if lane.open_hashes]
         if not open_lanes:
-            return []
+            return None
         if self.identity_event is None:
             raise ChainError("cannot seal before the identity document is published")
-        lane_roots = []
-        for lane in open_lanes:
-            lane_roots.append({
-                "lane": lane.name,
-                "first_seq": lane.first_open_seq,
-                "last_seq": lane.first_open_seq + len(lane.open_hashes) - 1,
-                "root": self._lane_root(lane.open_hashes),
-            })
+        return PendingSeal(tuple(SealedLane(lane.topic, lane.partition, lane.name, lane.first_open_seq,
+                                            lane.open_hashes) for lane in open_lanes), self.identity_event)
+
+    def _detach(self, pending: PendingSeal) -> None:
+        """Start a new open batch; the cut one keeps its hash lists (nobody appends to them again)."""
+        for cut in pending.lanes:
+            self._lanes[(cut.topic, cut.partition)].open_hashes = []
+        self.open_count = 0
+
+    def seal_finish(self, pending: PendingSeal) -> list[OutRecord]:
+        """Merkle roots, the signed statement and one seal record per lane of a cut batch.
+
+        Reads only what never changes after the identity document exists (identity, DID,
+        stream id, codec), so it is safe on another thread than the one appending.
+        """
+        lane_roots = [{
+            "lane": lane.name,
+            "first_seq": lane.first_seq,
+            "last_seq": lane.first_seq + len(lane.hashes) - 1,
+            "root": self._lane_root(lane.hashes),
+        } for lane in pending.lanes]
         statement = self.codec.encode_statement({
             "seal_id": uuid7(),
             "producer": self.did,
@@ -265,21 +317,14 @@ class ChainWriter:
             "lanes": lane_roots,
         })
         signature = self.identity.sign(seal_signing_message(statement)).to_record()
-        out = []
         key = self.did.encode()
-        for lane in open_lanes:
-            value = self.codec.encode_seal({
-                "statement": statement,
-                "signature": signature,
-                "identity": self.identity_event,
-                "lane": lane.name,
-                "leaves": lane.open_hashes,
-            })
-            out.append(OutRecord(lane.topic, lane.partition, key, value))
-            lane.open_hashes = []
-        self.open_count = 0
-        return out
-
+        return [OutRecord(lane.topic, lane.partition, key, self.codec.encode_seal({
+            "statement": statement,
+            "signature": signature,
+            "identity": pending.identity_event,
+            "lane": lane.name,
+            "leaves": lane.hashes,
+        })) for lane in pending.lanes]
 
     @staticmethod
     def _lane_root(hashes: list[bytes]) -> bytes:

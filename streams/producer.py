@@ -8,6 +8,13 @@ events, to the same partition, so Kafka keeps it behind them.
 
 Events that must be trusted before the seal (votes, identity documents) can be signed
 inline (``sign=True``); they still chain and are still sealed.
+
+The hybrid signature of a seal (≈ 2 ms, mostly ML-DSA-65, which releases the GIL) is made
+on a background signer thread by default, so the producing thread chains and sends the next
+batch meanwhile: a seal then trails its batch by at most the next batch. Seals are signed
+and sent strictly in the order they were cut, each after the events it covers; ``seal()``,
+``flush()`` and ``close()`` wait for every cut seal, and a signer failure is raised by the
+next call.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from swarmlog.streams import speedups
-from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord
+from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord, PendingSeal
 from swarmlog.streams.codec import EncodeError, SchemaEntry, SchemaStore, default_store, encode_body
 from swarmlog.streams.envelope import IDENTITY_EVENT_TYPE
 from swarmlog.streams.identity import Identity
@@ -92,10 +100,15 @@ class EventProducer:
         kafka: Producer | None = None,
         background_seal: bool = True,
         topic_overrides: Mapping[str, str] | None = None,
+        sign_in_background: bool | None = None,
     ) -> None:
         """``kafka``: share one confluent-kafka producer between many identities (a
         simulation of hundreds of agents must not start hundreds of librdkafka clients);
-        it must be configured like ``shared_kafka_producer`` makes it."""
+        it must be configured like ``shared_kafka_producer`` makes it.
+
+        ``sign_in_background``: sign seals on a signer thread (default: when
+        ``background_seal`` is on — a producer that must not run a timer thread runs no
+        signer thread either)."""
         if seal_batch < 1:
             raise ValueError("seal_batch must be >= 1")
         self.identity = identity
@@ -123,6 +136,9 @@ class EventProducer:
         self._sealer = threading.Thread(target=self._seal_timer, name="swarmlog-sealer", daemon=True)
         if background_seal:
             self._sealer.start()
+        self._signer: _SealSigner | None = None
+        if background_seal if sign_in_background is None else sign_in_background:
+            self._signer = _SealSigner(self.chain.seal_finish, self._send)
 
     @property
     def did(self) -> str:
@@ -155,6 +171,7 @@ class EventProducer:
             subject = self._subject_of(entry, payload)
         topic_name = topic or self._topic_of(entry)
         with self._lock:
+            self._raise_signer_error()
             if self.chain.identity_event is None and event_type != IDENTITY_EVENT_TYPE:
                 self._publish_identity_locked()
             return self._append_locked(entry, body, subject, topic_name, sign, timestamp_ms)
@@ -196,6 +213,7 @@ class EventProducer:
         with self._lock:
             if self._closed:
                 raise ProduceError("producer is closed")
+            self._raise_signer_error()
             if self.chain.identity_event is None and event_type != IDENTITY_EVENT_TYPE:
                 self._publish_identity_locked()
             partitions = self._partitions.get(topic_name) or self.partitions(topic_name)
@@ -237,13 +255,26 @@ class EventProducer:
             return self._publish_identity_locked()
 
     def seal(self) -> int:
-        """Close the open batch now; returns how many events the seal covers."""
+        """Close the open batch now; returns how many events the seal covers.
+
+        Returns once this seal and every earlier one is signed and handed to Kafka
+        (``flush()`` also waits for delivery); raises if signing any of them failed —
+        after sealing what is open, so a failed batch costs only its own events.
+        """
         with self._lock:
-            return self._seal_locked()
+            covered = self._seal_locked()
+        if self._signer is not None:
+            self._signer.wait()  # outside the lock: other threads keep producing meanwhile
+        self._raise_signer_error()
+        return covered
 
     def flush(self, timeout: float = 30.0) -> None:
         """Seal, then wait until Kafka acknowledged everything; raise if anything failed."""
-        self.seal()
+        try:
+            self.seal()
+        except ProduceError:
+            self._kafka.flush(timeout)  # what was sent is still delivered before the caller hears
+            raise
         remaining = self._kafka.flush(timeout)
         if remaining:
             raise ProduceError(f"{remaining} records still undelivered after {timeout:.0f}s")
@@ -259,6 +290,8 @@ class EventProducer:
             self.flush(timeout)
         finally:
             self._closed = True
+            if self._signer is not None:
+                self._signer.stop()
 
     def __enter__(self) -> EventProducer:
         return self
@@ -363,10 +396,22 @@ class EventProducer:
 
     def _seal_locked(self) -> int:
         covered = self.chain.open_count
-        for record in self.chain.seal():
-            self._send(record)
+        if self._signer is None:
+            for record in self.chain.seal():
+                self._send(record)
+        else:
+            pending = self.chain.seal_begin()
+            if pending is not None:
+                # its events were handed to Kafka before this point, so the seal lands behind them
+                self._signer.submit(pending)
         self._kafka.poll(0)
         return covered
+
+    def _raise_signer_error(self) -> None:
+        """A failed seal leaves its events unauthenticated forever: every later call says so."""
+        error = self._signer.error if self._signer is not None else None
+        if error is not None:
+            raise ProduceError(f"sealing failed, events of that batch stay unsealed: {error!r}") from error
 
     def _seal_timer(self) -> None:
         """Bound how long an event waits for its seal, even when the producer goes idle."""
@@ -379,3 +424,77 @@ class EventProducer:
                 self._kafka.poll(0)
             except Exception:  # the timer must survive; the next flush() reports errors
                 log.exception("background seal failed")
+
+
+class _SealSigner:
+    """One thread that signs cut batches and sends their seal records, in cut order.
+
+    One thread and a FIFO keep every lane's seals in seq order behind their events (the
+    verifier's "a later seal skips it" rule relies on that). ``submit`` is a hand-over: the
+    producing thread waits until the signer has taken the new seal, which means every
+    earlier seal is signed and sent. So at most one seal is in flight (bounded memory and
+    lag; a producer that outruns signing waits there), and — the reason for the hand-over —
+    the waiting producer releases the GIL exactly when the signer needs it. Otherwise the
+    signer, returning from ML-DSA-65 or woken by a new seal, waits for the interpreter's
+    forced GIL switch (5 ms, longer than the signature) and signing becomes the bottleneck.
+    An error is kept (the first one) for the producer to raise; later seals are still
+    signed and sent, so only the failed batch's events stay unsealed.
+    """
+
+    def __init__(self, finish: Callable[[PendingSeal], list[OutRecord]], send: Callable[[OutRecord], None]) -> None:
+        self._finish = finish
+        self._send = send
+        self._cond = threading.Condition()
+        self._jobs: deque[PendingSeal | None] = deque()
+        self._submitted = 0
+        self._taken = 0
+        self._done = 0
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def submit(self, pending: PendingSeal) -> None:
+        if self._thread is None:  # started by the first seal: a producer that never seals runs no thread
+            self._thread = threading.Thread(target=self._run, name="swarmlog-signer", daemon=True)
+            self._thread.start()
+        with self._cond:
+            self._jobs.append(pending)
+            self._submitted += 1
+            number = self._submitted
+            self._cond.notify_all()
+            while self._taken < number:
+                self._cond.wait()
+
+    def wait(self) -> None:
+        """Until every submitted seal is signed and handed to Kafka (or failed)."""
+        with self._cond:
+            while self._done < self._submitted:
+                self._cond.wait()
+
+    def stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            with self._cond:
+                self._jobs.append(None)
+                self._cond.notify_all()
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    self._cond.wait()
+                pending = self._jobs.popleft()
+                if pending is None:
+                    return
+                self._taken += 1
+                self._cond.notify_all()
+            try:
+                for record in self._finish(pending):
+                    self._send(record)
+            except BaseException as exc:  # kept and raised by the producer's next call
+                if self.error is None:
+                    self.error = exc
+                log.error("sealing failed: %r", exc)
+            finally:
+                with self._cond:
+                    self._done += 1
+                    self._cond.notify_all()
