@@ -159,7 +159,9 @@ class LatencyPredictor:
 
     def interval(self, x: Mapping[str, float]) -> tuple[float, float, float]:
         """(prediction, lower, upper), ms; before ``grace`` samples the interval is [0, inf)."""
-        pred_log = self._log_prediction(x)
+        return self._interval_of(self._log_prediction(x))
+
+    def _interval_of(self, pred_log: float) -> tuple[float, float, float]:
         pred = math.expm1(pred_log)
         if len(self._sorted) < self.grace:
             return pred, 0.0, math.inf
@@ -173,12 +175,15 @@ class LatencyPredictor:
         if d < 0:
             raise ValueError(f"duration_ms must be >= 0, got {d}")
         y = math.log1p(d)
-        pred, lower, upper = self.interval(x)
+        # one model prediction serves the interval and the residual (River's predict_one is
+        # costly: it inspects the signature of every step on each call)
+        pred_log = self._log_prediction(x)
+        pred, lower, upper = self._interval_of(pred_log)
         if len(self._sorted) >= self.grace:
             self.scored += 1
             self.covered += 1 if lower <= d <= upper else 0
         self.abs_error_sum += abs(pred - d)
-        residual = abs(self._log_prediction(x) - y)
+        residual = abs(pred_log - y)
         if len(self.residuals) == self.window:
             old = self.residuals[0]
             del self._sorted[bisect.bisect_left(self._sorted, old)]
