@@ -465,9 +465,16 @@ def measure(rec: Mapping[str, Any], obs: Mapping[str, Any] | None) -> dict[str, 
     """The derived measurements of an agent: a pure function of its record's agents-partition fields
     and its observations (see "Update rules"). One fixed evaluation order (buckets ascending), so it
     recomputes bit-exactly."""
-    obs = obs or empty_obs()
     prior = rec["reported_reliability"]
     prior = DEFAULT_RELIABILITY if prior is None else prior
+    if not obs:  # no receipts, no routed commands: what the general path gives for empty_obs(), without building it
+        reported = rec["reported_latency_ms"]
+        return {
+            "latency_ms": DEFAULT_LATENCY_MS if reported is None else reported,
+            "latency_source": "default" if reported is None else "reported",
+            "reliability": prior, "load": 0, "routed": 0, "receipts": 0, "successes": 0, "failures": 0,
+            "last_seen_ms": rec["seen_ms"],
+        }
     weight = 0.0
     duration = 0.0
     outcome = 0.0
@@ -572,11 +579,20 @@ class RegistryProjection(Projection):
         old_entry = view_entry(old) if old is not None else None
         new_entry = view_entry(rec)
         moved = old_entry != new_entry
-        if old_entry is not None:
+        if (moved and old_entry is not None and new_entry is not None and old_caps == new_caps
+                and fit_bucket(old_entry[0]) == fit_bucket(new_entry[0])):
+            # the usual heartbeat: the row moves inside its bucket; one copy of the bucket instead of two
+            for cap in new_caps:
+                _view_move(store, cap, old_entry, new_entry)
+        elif old_entry is not None:
             for cap in old_caps:
                 if moved or cap not in new_caps:
                     _view_remove(store, cap, old_entry)
-        if new_entry is not None:
+            if new_entry is not None:
+                for cap in new_caps:
+                    if moved or cap not in old_caps:
+                        _view_insert(store, cap, new_entry)
+        elif new_entry is not None:
             for cap in new_caps:
                 if moved or cap not in old_caps:
                     _view_insert(store, cap, new_entry)
@@ -634,16 +650,26 @@ class RegistryProjection(Projection):
 
     def _heartbeat(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
         old, rec = self._known(store, p["agent_id"])
-        health = _unit(p["health_score"], "health_score")
-        load = _int_at_least(p["current_load"], 0, "current_load")
-        latency = _non_negative(p["latency_ms"], "latency_ms")
+        # The checks of _unit / _int_at_least / _non_negative, inlined for the values a heartbeat
+        # normally carries (the most frequent event); anything else goes through them.
+        health = p["health_score"]
+        if type(health) is not float or not 0.0 <= health <= 1.0:
+            health = _unit(health, "health_score")
+        load = p["current_load"]
+        if type(load) is not int or load < 0:
+            load = _int_at_least(load, 0, "current_load")
+        latency = p["latency_ms"]
+        if type(latency) is not float or not 0.0 <= latency < math.inf:
+            latency = _non_negative(latency, "latency_ms")
         reliability = p.get("reliability")
-        if reliability is not None:
+        if reliability is not None and (type(reliability) is not float or not 0.0 <= reliability <= 1.0):
             reliability = _unit(reliability, "reliability")
         max_concurrency = p.get("max_concurrency")
-        if max_concurrency is not None:
+        if max_concurrency is not None and (type(max_concurrency) is not int or max_concurrency < 1):
             max_concurrency = _int_at_least(max_concurrency, 1, "max_concurrency")
-        interval = _int_at_least(p.get("interval_ms", 0), 0, "interval_ms")
+        interval = p.get("interval_ms", 0)
+        if type(interval) is not int or interval < 0:
+            interval = _int_at_least(interval, 0, "interval_ms")
 
         rec["health"] = health
         rec["reported_load"] = load
@@ -751,6 +777,28 @@ def _view_remove(store: StateStore, capability: str, entry: list[Any]) -> None:
     _list_remove(store, key, entry)
     if store.get(key) is None:
         _list_remove(store, FIT_BUCKETS_PREFIX + capability, bucket)
+
+
+def _view_move(store: StateStore, capability: str, old_entry: list[Any], new_entry: list[Any]) -> None:
+    """``_view_remove(old_entry)`` then ``_view_insert(new_entry)`` when both rows fall in the same bucket:
+    the same final ``fit/`` and ``fitb/`` values, with one copy and one write of the bucket."""
+    bucket = fit_bucket(new_entry[0])
+    key = fit_key(capability, bucket)
+    items: list[Any] | None = store.get(key)
+    if items is None:  # the old row was not there: a plain insert (which also lists the bucket)
+        _view_insert(store, capability, new_entry)
+        return
+    new = items.copy()
+    i = bisect.bisect_left(new, old_entry)
+    changed = i < len(new) and new[i] == old_entry
+    if changed:
+        del new[i]
+    j = bisect.bisect_left(new, new_entry)
+    if j == len(new) or new[j] != new_entry:
+        new.insert(j, new_entry)
+        changed = True
+    if changed:
+        store.put(key, new)
 
 
 def _list_insert(store: StateStore, key: str, item: Any) -> None:
