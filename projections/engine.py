@@ -28,9 +28,9 @@ from swarmlog.projections.base import (
     fold,
     mark_key_of,
 )
+from swarmlog.streams import speedups
 from swarmlog.streams.codec import CodecError, MalformedDataError, SchemaStore, default_store
 from swarmlog.streams.envelope import Event
-from swarmlog.streams.ids import uuid_text
 from swarmlog.streams.verify import RawRecord, Status, Verdict, Verifier
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,8 @@ def _float_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[dict[str,
     if not isinstance(schema, dict) or schema.get("type") != "record":
         return _finite
     scalars: list[str] = []
+    maps: list[str] = []  # map<float|double>: every value is a number
+    arrays: list[str] = []  # array<float|double>
     nested: list[str] = []
     for f in schema.get("fields", []):
         ftype = f.get("type")
@@ -172,18 +174,38 @@ def _float_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[dict[str,
             continue
         if all(isinstance(b, str) and (b in _FLOAT_TYPES or b == "null") for b in branches):
             scalars.append(f["name"])
+        elif isinstance(ftype, dict) and ftype.get("type") == "map" and ftype.get("values") in _FLOAT_TYPES:
+            maps.append(f["name"])
+        elif isinstance(ftype, dict) and ftype.get("type") == "array" and ftype.get("items") in _FLOAT_TYPES:
+            arrays.append(f["name"])
         else:
             nested.append(f["name"])
 
-    def check(payload: dict[str, Any], scalars: tuple[str, ...] = tuple(scalars),
-              nested: tuple[str, ...] = tuple(nested)) -> bool:
+    def check(payload: dict[str, Any], scalars: tuple[str, ...] = tuple(scalars), maps: tuple[str, ...] = tuple(maps),
+              arrays: tuple[str, ...] = tuple(arrays), nested: tuple[str, ...] = tuple(nested)) -> bool:
         for name in scalars:
             value = payload.get(name)
             if value is not None and not _isfinite(value):
                 return False
-        return all(_finite(payload.get(name)) for name in nested)
+        for name in maps:
+            value = payload.get(name)
+            if (type(value) is not dict or not _all_finite(value.values())) and not _finite(value):
+                return False
+        for name in arrays:
+            value = payload.get(name)
+            if (type(value) is not list or not _all_finite(value)) and not _finite(value):
+                return False
+        return all(_finite(payload.get(name)) for name in nested) if nested else True
 
     return check
+
+
+def _all_finite(values: Iterable[Any]) -> bool:
+    """Every value a finite number; False also when one is not a number (the caller then asks ``_finite``)."""
+    try:
+        return all(map(_isfinite, values))
+    except (TypeError, OverflowError):
+        return False
 
 
 class Engine:
@@ -215,8 +237,10 @@ class Engine:
         # per (writer fingerprint, event type): a direct payload decoder and a finiteness check
         self._plans: dict[tuple[bytes, str], tuple[Callable[[bytes], dict[str, Any]] | None,
                                                    Callable[[dict[str, Any]], bool] | None]] = {}
-        # per (stream, lane): its idempotence-mark key and the stream id as text (EventContext.stream_id)
-        self._streams: dict[tuple[bytes, str], tuple[str, str]] = {}
+        self._mark_keys: dict[tuple[bytes, str], str] = {}
+        # per event type: (projection, its stores) of every projection folding it, in order
+        self._folds: dict[str, list[tuple[Projection, Stores]]] = {
+            t: [(p, self._stores_for[p.name]) for p in ps] for t, ps in self._by_type.items()}
 
     # ------------------------------------------------------------------ feeding
     def feed(self, record: RawRecord) -> Outcome:
@@ -292,26 +316,35 @@ class Engine:
         self._apply(verdict.record, event, outcome)
 
     def _decide_many(self, verdicts: list[Verdict], outcome: Outcome) -> None:
-        """``_decide`` of each verdict in order; authenticated events take an inlined path."""
+        """``_decide`` of each verdict in order; authenticated events take an inlined path, their
+        contexts built for the whole batch at once."""
         authenticated = Status.AUTHENTICATED
+        events = [v.event for v in verdicts if v.status is authenticated and v.kind == "event"]
+        if not events:
+            for verdict in verdicts:
+                self._decide(verdict, outcome)
+            return
+        contexts = _contexts(events)
         apply = self._apply
         auth_append = outcome.authenticated.append
+        counts = self.counts
         n_auth = 0
         try:
             for verdict in verdicts:
                 if verdict.status is authenticated and verdict.kind == "event":
                     if not n_auth:  # keep the counters' key order what _decide gives
-                        self.counts.setdefault("authenticated", 0)
-                    n_auth += 1
+                        counts.setdefault("authenticated", 0)
                     record, event = verdict.record, verdict.event
                     assert event is not None
                     auth_append((record, event))
-                    apply(record, event, outcome)
+                    ctx = contexts[n_auth]
+                    n_auth += 1
+                    apply(record, event, outcome, ctx)
                 else:
                     self._decide(verdict, outcome)
         finally:
             if n_auth:
-                self.counts["authenticated"] = self.counts.get("authenticated", 0) + n_auth
+                counts["authenticated"] += n_auth
 
     def _plan(self, event: Event) -> tuple[Callable[[bytes], dict[str, Any]] | None,
                                            Callable[[dict[str, Any]], bool] | None]:
@@ -340,9 +373,11 @@ class Engine:
         plan = self._plans[key] = (decode, check)
         return plan
 
-    def _apply(self, record: RawRecord, event: Event, outcome: Outcome) -> None:
-        projections = self._by_type.get(event.event_type)
-        if not projections:
+    def _apply(self, record: RawRecord, event: Event, outcome: Outcome, ctx: EventContext | None = None) -> None:
+        """Decode, check and fold one authenticated event; ``ctx`` is ``EventContext.of(event)`` when
+        the caller built it already."""
+        folds = self._folds.get(event.event_type)
+        if not folds:
             self._count("not-folded")  # authentic, but no projection here folds this type
             return
         plan = self._plans.get((event.payload_schema, event.event_type))
@@ -360,19 +395,18 @@ class Engine:
             outcome.dead_letters.append(DeadLetter("invalid-payload", "NaN or infinite number", record, event))
             return
         # one context and one mark key per event, whatever the number of projections folding it
+        if ctx is None:
+            ctx = EventContext.of(event)
         stream_key = (event.stream_id, event.lane)
-        stream = self._streams.get(stream_key)
-        if stream is None:
-            if len(self._streams) > 100_000:  # bounded: many short-lived producer streams
-                self._streams.clear()
-            stream = self._streams[stream_key] = (mark_key_of(event), event.stream_id.hex())
-        mark_key, stream_hex = stream
-        ctx = EventContext(uuid_text(event.event_id), event.event_type, event.producer, event.subject,
-                           event.timestamp_ms, event.lane, event.seq, stream_hex)
+        mark_key = self._mark_keys.get(stream_key)
+        if mark_key is None:
+            if len(self._mark_keys) > 100_000:  # bounded: many short-lived producer streams
+                self._mark_keys.clear()
+            mark_key = self._mark_keys[stream_key] = mark_key_of(event)
         applied = False
-        for projection in projections:
+        for projection, stores in folds:
             try:
-                derived = fold(projection, self._stores_for[projection.name], event, payload, ctx, mark_key)
+                derived = fold(projection, stores, event, payload, ctx, mark_key)
             except InvalidEvent as exc:
                 self._count(exc.reason)
                 outcome.dead_letters.append(DeadLetter(exc.reason, f"{projection.name}: {exc.detail}", record, event))
@@ -384,14 +418,25 @@ class Engine:
             if derived:
                 outcome.derived.extend((event, d) for d in derived)
         if applied:
-            self._count("applied")
+            counts = self.counts
+            counts["applied"] = counts.get("applied", 0) + 1
             outcome.applied.append(event)
+
+
+def _contexts(events: list[Event]) -> list[EventContext]:
+    """``EventContext.of`` of each event; in one C call when the extension is in use."""
+    native = speedups.native
+    if native is not None:
+        built: list[EventContext] | None = native.event_contexts(EventContext, events)
+        if built is not None:
+            return built
+    return [EventContext.of(event) for event in events]
 
 
 def replay(records: Iterable[RawRecord], projections: Sequence[Projection], *,
            schema_store: SchemaStore | None = None) -> tuple[Engine, Outcome]:
     """Fold a bounded sequence of records into fresh in-memory stores."""
     engine = Engine(projections, schema_store=schema_store)
-    outcome = engine.feed_all(records)
+    outcome = engine.feed_many(records)
     outcome.extend(engine.finish())
     return engine, outcome
