@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmlog.projections.base import canonical_json, snapshot
+from swarmlog.projections.base import EventContext, canonical_json, snapshot
 from swarmlog.projections.engine import Engine, Outcome
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.streams import speedups
@@ -25,6 +25,7 @@ from swarmlog.streams import verify as verify_module
 from swarmlog.streams.codec import CodecError, default_store
 from swarmlog.streams.envelope import EnvelopeCodec, Event
 from swarmlog.streams.identity import Identity
+from swarmlog.streams.reader import records_of
 from swarmlog.streams.verify import RawRecord, Verdict, Verifier
 from tests.support.logs import LogBuilder
 from tests.test_registry import check_registry, heartbeat, registered
@@ -242,3 +243,53 @@ def test_heartbeats_keep_the_fitness_view_equal_to_the_records(alice: Identity,
     engine.feed_many(log.records)
     assert engine.counts.get("applied") == 6 + len(beats)
     check_registry(engine.stores["registry"])
+
+
+# ---------------------------------------------------------------------------- contexts and records
+def test_event_contexts_are_event_context_of(alice: Identity, bob: Identity) -> None:
+    if native is None:
+        pytest.skip("C extension not built (no compiler) or SWARMLOG_SPEEDUPS=0")
+    verifier = Verifier()
+    events = [v.event for v in verifier.feed_many(_registry_log(alice, bob, seed=3)) if v.ok and v.event is not None]
+    built = native.event_contexts(EventContext, events)
+    assert built is not None and built == [EventContext.of(e) for e in events]
+    assert len({c.event_id for c in built}) == len(built)
+    odd = Event(**{**{f: getattr(events[0], f) for f in verify_module._EVENT_SLOTS}, "event_id": b"short"})
+    assert native.event_contexts(EventContext, [events[0], odd]) is None  # Python decides (and raises)
+    with pytest.raises(ValueError):
+        EventContext.of(odd)
+
+
+class _Message:
+    """The confluent-kafka Message accessors ``records_of`` calls (Message has no public constructor)."""
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self._row = (topic, partition, offset, key, value)
+
+    def topic(self) -> str:
+        return self._row[0]  # type: ignore[return-value]
+
+    def partition(self) -> int:
+        return self._row[1]  # type: ignore[return-value]
+
+    def offset(self) -> int:
+        return self._row[2]  # type: ignore[return-value]
+
+    def key(self) -> bytes | None:
+        return self._row[3]  # type: ignore[return-value]
+
+    def value(self) -> bytes | None:
+        return self._row[4]  # type: ignore[return-value]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000 + self._row[2])  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("with_none", [False, True])
+def test_records_of_builds_the_same_raw_records_with_and_without_c(path: str, with_none: bool) -> None:
+    messages = [_Message("t", i % 3, i, f"k{i}".encode() if i % 5 else None,
+                         None if with_none and i % 7 == 0 else f"v{i}".encode()) for i in range(50)]
+    got = records_of(messages)  # type: ignore[arg-type]
+    assert got == [RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", m.timestamp()[1])
+                   for m in messages]
+    assert all(type(r) is RawRecord for r in got)
