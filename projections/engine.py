@@ -31,7 +31,7 @@ from swarmlog.projections.base import (
 from swarmlog.streams import speedups
 from swarmlog.streams.codec import CodecError, MalformedDataError, SchemaStore, default_store
 from swarmlog.streams.envelope import Event
-from swarmlog.streams.verify import RawRecord, Status, Verdict, Verifier
+from swarmlog.streams.verify import RawRecord, Status, Verdict, Verifier, gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +266,13 @@ class Engine:
         outcome = Outcome()
         feed_many = self.verifier.feed_many
         if type(records) is list and len(records) <= batch:
-            self._decide_many(feed_many(records), outcome)
+            with gc_paused():
+                self._decide_many(feed_many(records), outcome)
             return outcome
         it = iter(records)
         while chunk := list(islice(it, batch)):
-            self._decide_many(feed_many(chunk), outcome)
+            with gc_paused():
+                self._decide_many(feed_many(chunk), outcome)
         return outcome
 
     def decide(self, verdicts: Iterable[Verdict]) -> Outcome:

@@ -567,8 +567,21 @@ class RegistryProjection(Projection):
         rec["expires_ms"] = rec["last_seen_ms"] + self._grace(rec["interval_ms"])
         rec["fitness"] = fitness(rec)
         agent_id = rec["agent_id"]
-        old_caps = old["capabilities"] if old is not None and old["status"] == ACTIVE else []
-        new_caps = rec["capabilities"] if rec["status"] == ACTIVE else []
+        # view_entry(old) and view_entry(rec) are inlined below (twice per event on the heartbeat path)
+        old_caps: list[str] = []
+        old_entry: list[Any] | None = None
+        if old is not None and old["status"] == ACTIVE:
+            old_caps = old["capabilities"]
+            if (old.get("health_status") != "FAILED" and old["health"] >= MIN_ROUTABLE_HEALTH
+                    and old["load"] < old["max_concurrency"]):
+                old_entry = [-old["fitness"], old["agent_id"]]
+        new_caps: list[str] = []
+        new_entry: list[Any] | None = None
+        if rec["status"] == ACTIVE:
+            new_caps = rec["capabilities"]
+            if (rec.get("health_status") != "FAILED" and rec["health"] >= MIN_ROUTABLE_HEALTH
+                    and rec["load"] < rec["max_concurrency"]):
+                new_entry = [-rec["fitness"], agent_id]
         if old_caps != new_caps:
             for cap in old_caps:
                 if cap not in new_caps:
@@ -576,8 +589,6 @@ class RegistryProjection(Projection):
             for cap in new_caps:
                 if cap not in old_caps:
                     _list_insert(store, CAP_PREFIX + cap, agent_id)
-        old_entry = view_entry(old) if old is not None else None
-        new_entry = view_entry(rec)
         moved = old_entry != new_entry
         if (moved and old_entry is not None and new_entry is not None and old_caps == new_caps
                 and fit_bucket(old_entry[0]) == fit_bucket(new_entry[0])):
@@ -596,8 +607,10 @@ class RegistryProjection(Projection):
             for cap in new_caps:
                 if moved or cap not in old_caps:
                     _view_insert(store, cap, new_entry)
-        store.put(agent_key(agent_id), rec)
-        self._tick(store, ctx)
+        store.put(AGENT_PREFIX + agent_id, rec)
+        now = store.get(CLOCK_KEY)  # _tick, inlined
+        if ctx.timestamp_ms > (now if isinstance(now, int) else 0):
+            store.put(CLOCK_KEY, ctx.timestamp_ms)
 
     @staticmethod
     def _tick(store: StateStore, ctx: EventContext) -> None:

@@ -9,6 +9,7 @@ still pending, folded state byte for byte — with and without the C extension.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +27,7 @@ from swarmlog.streams.codec import CodecError, default_store
 from swarmlog.streams.envelope import EnvelopeCodec, Event
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.reader import records_of
-from swarmlog.streams.verify import RawRecord, Verdict, Verifier
+from swarmlog.streams.verify import RawRecord, Verdict, Verifier, gc_paused
 from tests.support.logs import LogBuilder
 from tests.test_registry import check_registry, heartbeat, registered
 
@@ -293,3 +294,18 @@ def test_records_of_builds_the_same_raw_records_with_and_without_c(path: str, wi
     assert got == [RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", m.timestamp()[1])
                    for m in messages]
     assert all(type(r) is RawRecord for r in got)
+
+
+def test_gc_paused_switches_the_collector_back_only_if_it_switched_it_off() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failing batch")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # someone else's pause stays
+    finally:
+        gc.enable()
