@@ -564,8 +564,13 @@ class RegistryProjection(Projection):
         record write.
         """
         rec.update(measure(rec, obs))
-        rec["expires_ms"] = rec["last_seen_ms"] + self._grace(rec["interval_ms"])
-        rec["fitness"] = fitness(rec)
+        grace = MISSED_INTERVALS * rec["interval_ms"]
+        rec["expires_ms"] = rec["last_seen_ms"] + (self.ttl_ms if self.ttl_ms >= grace else grace)  # _grace
+        # fitness(rec), inlined: the same operations in the same order, so the same bits
+        load, max_concurrency = rec["load"], rec["max_concurrency"]
+        rec["fitness"] = (W_HEALTH * rec["health"] + W_LATENCY * (1.0 / (1.0 + rec["latency_ms"] / LATENCY_REF_MS))
+                          + W_RELIABILITY * rec["reliability"]
+                          + W_CAPACITY * (0.0 if max_concurrency <= 0 else max(0.0, 1.0 - load / max_concurrency)))
         agent_id = rec["agent_id"]
         # view_entry(old) and view_entry(rec) are inlined below (twice per event on the heartbeat path)
         old_caps: list[str] = []
@@ -662,7 +667,12 @@ class RegistryProjection(Projection):
         self._commit(store, ctx, old, rec, store.get(obs_key(agent_id)))
 
     def _heartbeat(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
-        old, rec = self._known(store, p["agent_id"])
+        agent_id = p["agent_id"]
+        old = store.get(AGENT_PREFIX + agent_id) if type(agent_id) is str and agent_id else None
+        if old is None:
+            old, rec = self._known(store, agent_id)  # refuses it, as invalid-payload or unknown-agent
+        else:
+            rec = dict(old)
         # The checks of _unit / _int_at_least / _non_negative, inlined for the values a heartbeat
         # normally carries (the most frequent event); anything else goes through them.
         health = p["health_score"]
@@ -694,7 +704,7 @@ class RegistryProjection(Projection):
         if interval:
             rec["interval_ms"] = interval
         rec["seen_ms"] = max(rec["seen_ms"], ctx.timestamp_ms)
-        self._commit(store, ctx, old, rec, store.get(obs_key(rec["agent_id"])))
+        self._commit(store, ctx, old, rec, store.get(OBS_PREFIX + agent_id))
 
     def _health_changed(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
         old, rec = self._known(store, p["agent_id"])
