@@ -563,7 +563,16 @@ class RegistryProjection(Projection):
         changed are rewritten: a heartbeat that leaves fitness and routability alone costs one
         record write.
         """
-        rec.update(measure(rec, obs))
+        if obs:
+            rec.update(measure(rec, obs))
+        else:  # measure(rec, None), written in place (same keys, same order, same values): no dict per event
+            reported = rec["reported_latency_ms"]
+            prior = rec["reported_reliability"]
+            rec["latency_ms"] = DEFAULT_LATENCY_MS if reported is None else reported
+            rec["latency_source"] = "default" if reported is None else "reported"
+            rec["reliability"] = DEFAULT_RELIABILITY if prior is None else prior
+            rec["load"] = rec["routed"] = rec["receipts"] = rec["successes"] = rec["failures"] = 0
+            rec["last_seen_ms"] = rec["seen_ms"]
         grace = MISSED_INTERVALS * rec["interval_ms"]
         rec["expires_ms"] = rec["last_seen_ms"] + (self.ttl_ms if self.ttl_ms >= grace else grace)  # _grace
         # fitness(rec), inlined: the same operations in the same order, so the same bits
@@ -596,10 +605,10 @@ class RegistryProjection(Projection):
                     _list_insert(store, CAP_PREFIX + cap, agent_id)
         moved = old_entry != new_entry
         if (moved and old_entry is not None and new_entry is not None and old_caps == new_caps
-                and fit_bucket(old_entry[0]) == fit_bucket(new_entry[0])):
+                and (bucket := fit_bucket(new_entry[0])) == fit_bucket(old_entry[0])):
             # the usual heartbeat: the row moves inside its bucket; one copy of the bucket instead of two
             for cap in new_caps:
-                _view_move(store, cap, old_entry, new_entry)
+                _view_move(store, cap, bucket, old_entry, new_entry)
         elif old_entry is not None:
             for cap in old_caps:
                 if moved or cap not in new_caps:
@@ -802,10 +811,9 @@ def _view_remove(store: StateStore, capability: str, entry: list[Any]) -> None:
         _list_remove(store, FIT_BUCKETS_PREFIX + capability, bucket)
 
 
-def _view_move(store: StateStore, capability: str, old_entry: list[Any], new_entry: list[Any]) -> None:
-    """``_view_remove(old_entry)`` then ``_view_insert(new_entry)`` when both rows fall in the same bucket:
+def _view_move(store: StateStore, capability: str, bucket: int, old_entry: list[Any], new_entry: list[Any]) -> None:
+    """``_view_remove(old_entry)`` then ``_view_insert(new_entry)`` when both rows fall in ``bucket``:
     the same final ``fit/`` and ``fitb/`` values, with one copy and one write of the bucket."""
-    bucket = fit_bucket(new_entry[0])
     key = fit_key(capability, bucket)
     items: list[Any] | None = store.get(key)
     if items is None:  # the old row was not there: a plain insert (which also lists the bucket)
