@@ -613,10 +613,11 @@ def gc_paused() -> Iterator[None]:
     contexts, payloads, new store values), enough to trigger young-generation collections
     every few dozen records, and what a replay keeps (the outcome's events, the projection
     state) makes the older generations ever larger to scan: ~15 % of replay CPU went to
-    the collector. Verification and the reducers build no reference cycles (plain values
-    over JSON data), so nothing waits for collection; reference counting frees the garbage
-    as before, and the collector runs again after the batch. Another thread that paused it
-    too is respected: it is switched back on only by whoever switched it off.
+    the collector. Verification and the reducers work on plain values (JSON data, events),
+    so their garbage is acyclic and reference counting frees it as before; a cycle some
+    reducer does build waits only until the batch ends (a few thousand records), when the
+    collector is back on. The pause is process-wide: it is lifted only by whoever set it, so
+    a caller that had switched the collector off keeps it off.
     """
     if not gc.isenabled():
         yield
