@@ -174,9 +174,9 @@ def _float_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[dict[str,
             continue
         if all(isinstance(b, str) and (b in _FLOAT_TYPES or b == "null") for b in branches):
             scalars.append(f["name"])
-        elif isinstance(ftype, dict) and ftype.get("type") == "map" and ftype.get("values") in _FLOAT_TYPES:
+        elif isinstance(ftype, dict) and ftype.get("type") == "map" and _is_float_name(ftype.get("values")):
             maps.append(f["name"])
-        elif isinstance(ftype, dict) and ftype.get("type") == "array" and ftype.get("items") in _FLOAT_TYPES:
+        elif isinstance(ftype, dict) and ftype.get("type") == "array" and _is_float_name(ftype.get("items")):
             arrays.append(f["name"])
         else:
             nested.append(f["name"])
@@ -198,6 +198,10 @@ def _float_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[dict[str,
         return all(_finite(payload.get(name)) for name in nested) if nested else True
 
     return check
+
+
+def _is_float_name(schema: Any) -> bool:
+    return isinstance(schema, str) and schema in _FLOAT_TYPES
 
 
 def _all_finite(values: Iterable[Any]) -> bool:

@@ -10,6 +10,7 @@ still pending, folded state byte for byte — with and without the C extension.
 from __future__ import annotations
 
 import gc
+import math
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmlog.projections.base import EventContext, canonical_json, snapshot
-from swarmlog.projections.engine import Engine, Outcome
+from swarmlog.projections.engine import Engine, Outcome, _finite, _float_checker, _has_floats
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.streams import speedups
 from swarmlog.streams import verify as verify_module
@@ -30,6 +31,7 @@ from swarmlog.streams.reader import records_of
 from swarmlog.streams.verify import RawRecord, Verdict, Verifier, gc_paused
 from tests.support.logs import LogBuilder
 from tests.test_registry import check_registry, heartbeat, registered
+from tests.test_schemas import CURRENT_NAMES, _entry_strategy
 
 STORE = default_store()
 CODEC = EnvelopeCodec(STORE)
@@ -309,3 +311,34 @@ def test_gc_paused_switches_the_collector_back_only_if_it_switched_it_off() -> N
         assert not gc.isenabled()  # someone else's pause stays
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------------------- the finiteness check
+@pytest.mark.parametrize("full_name", CURRENT_NAMES)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_float_check_of_every_shipped_schema_decides_as_the_generic_walk(full_name: str,
+                                                                          data: st.DataObject) -> None:
+    """The per-schema check (scalars, map/array of numbers, nested walk) says what ``_finite`` says,
+    also with NaN and infinities planted in each field the schema lets hold a float."""
+    entry = STORE.current(full_name)
+    check = _float_checker(entry.parsed, STORE.named_types)  # builds for every schema shape
+    record = data.draw(_entry_strategy(full_name))[1]
+    assert (check(record) if check is not None else True) == _finite(record)
+    if check is None:
+        return
+    bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    float_fields = {f["name"] for f in entry.parsed["fields"] if _has_floats(f["type"], STORE.named_types)}
+    for name, value in record.items():
+        if name not in float_fields:
+            continue  # the schema cannot put a float there; the check rightly does not look
+        poisoned = dict(record)
+        if isinstance(value, float):
+            poisoned[name] = bad
+        elif isinstance(value, dict) and value:
+            poisoned[name] = {**value, next(iter(value)): bad}
+        elif isinstance(value, list) and value:
+            poisoned[name] = [bad, *value[1:]]
+        else:
+            continue
+        assert check(poisoned) == _finite(poisoned), name
