@@ -5,9 +5,9 @@ One run, one broker, one log, so the ratios compare like with like:
 * raw consume — confluent-kafka ``Consumer.consume()`` with assigned partitions, counting
   messages (what any Kafka reader pays);
 * read + verify + decode — the verifier and every authenticated payload decoded, no fold;
-* replay — ``read_records`` → ``Engine.feed`` (verify seals and chains, decode every
+* replay — ``read_record_batches`` → ``Engine.feed_many`` (verify seals and chains, decode every
   authenticated payload, fold it into the registry projection in memory): what
-  ``--from-log`` queries and the determinism check run;
+  ``--from-log`` queries and the determinism check run (``engine.replay``);
 * audit — ``run_audit``: the same plus per-lane Merkle roots, all domains;
 * in-memory — the same engine over records already in memory (no Kafka): the pure-Python
   ceiling of the verify/decode/fold path.
@@ -43,7 +43,7 @@ from swarmlog.projections.engine import Engine
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
-from swarmlog.streams.reader import plan_ranges, read_records
+from swarmlog.streams.reader import plan_ranges, read_record_batches, read_records
 
 PARTITIONS = 6
 BULK = 1024
@@ -112,11 +112,11 @@ def verify_decode(bootstrap: str, topics: list[str]) -> int:
 
     verifier = Verifier()
     count = 0
-    for record in read_records(bootstrap, plan_ranges(bootstrap, topics)):
-        for verdict in verifier.feed(record):
+    for records in read_record_batches(bootstrap, plan_ranges(bootstrap, topics)):
+        for verdict in verifier.feed_many(records):
             if verdict.status is Status.AUTHENTICATED and verdict.event is not None:
                 verdict.event.decode_payload()
-        count += 1
+        count += len(records)
     verifier.finish()
     return count
 
@@ -124,10 +124,10 @@ def verify_decode(bootstrap: str, topics: list[str]) -> int:
 def replay(bootstrap: str, topics: list[str]) -> int:
     engine = Engine([RegistryProjection()])
     count = 0
-    feed = engine.feed
-    for record in read_records(bootstrap, plan_ranges(bootstrap, topics)):
-        feed(record)
-        count += 1
+    feed_many = engine.feed_many
+    for records in read_record_batches(bootstrap, plan_ranges(bootstrap, topics)):
+        feed_many(records)
+        count += len(records)
     engine.finish()
     if engine.counts.get("applied", 0) + engine.counts.get("not-folded", 0) != engine.counts.get("authenticated"):
         raise SystemExit(f"replay did not fold every event: {engine.counts}")
@@ -148,14 +148,18 @@ def audit(bootstrap: str, topics: list[str]) -> int:
 
 def in_memory_pass(records: list[Any]) -> int:
     engine = Engine([RegistryProjection()])
-    for record in records:
-        engine.feed(record)
+    engine.feed_many(records)
     engine.finish()
     return len(records)
 
 
 def breakdown(records: list[Any]) -> dict[str, float]:
-    """CPU microseconds per record of each step, in memory (best of 2): where the time goes."""
+    """CPU microseconds per record of each step, in memory (best of 2): where the time goes.
+
+    The steps run the batch path replay uses (``feed_many``, chunks of 4096 records);
+    ``engine_registry_fold_per_record`` is the last step through ``Engine.feed`` one record at a
+    time (what the live workers call), for comparison with earlier runs.
+    """
     from typing import ClassVar
 
     from swarmlog.projections.base import Derived, EventContext, Projection, Stores
@@ -168,16 +172,18 @@ def breakdown(records: list[Any]) -> dict[str, float]:
         def apply(self, stores: Stores, ctx: EventContext, payload: dict[str, Any]) -> list[Derived]:
             return []
 
+    chunks = [records[i:i + 4096] for i in range(0, len(records), 4096)]
+
     def verify() -> int:
         verifier = Verifier()
-        for record in records:
-            verifier.feed(record)
+        for chunk in chunks:
+            verifier.feed_many(chunk)
         return len(records)
 
     def verify_decode() -> int:
         verifier = Verifier()
-        for record in records:
-            for verdict in verifier.feed(record):
+        for chunk in chunks:
+            for verdict in verifier.feed_many(chunk):
                 if verdict.event is not None:
                     verdict.event.decode_payload()
         return len(records)
@@ -185,13 +191,19 @@ def breakdown(records: list[Any]) -> dict[str, float]:
     def engine(projection: Callable[[], Projection]) -> Callable[[], int]:
         def run() -> int:
             e = Engine([projection()])
-            for record in records:
-                e.feed(record)
+            for chunk in chunks:
+                e.feed_many(chunk)
             return len(records)
         return run
 
+    def per_record() -> int:
+        e = Engine([RegistryProjection()])
+        for record in records:
+            e.feed(record)
+        return len(records)
+
     steps = {"verify": verify, "verify_decode": verify_decode, "engine_noop_fold": engine(Noop),
-             "engine_registry_fold": engine(RegistryProjection)}
+             "engine_registry_fold": engine(RegistryProjection), "engine_registry_fold_per_record": per_record}
     out: dict[str, float] = {}
     for name, fn in steps.items():
         best = max(measure(fn)[1] for _ in range(2))  # records per CPU second

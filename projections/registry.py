@@ -465,9 +465,16 @@ def measure(rec: Mapping[str, Any], obs: Mapping[str, Any] | None) -> dict[str, 
     """The derived measurements of an agent: a pure function of its record's agents-partition fields
     and its observations (see "Update rules"). One fixed evaluation order (buckets ascending), so it
     recomputes bit-exactly."""
-    obs = obs or empty_obs()
     prior = rec["reported_reliability"]
     prior = DEFAULT_RELIABILITY if prior is None else prior
+    if not obs:  # no receipts, no routed commands: what the general path gives for empty_obs(), without building it
+        reported = rec["reported_latency_ms"]
+        return {
+            "latency_ms": DEFAULT_LATENCY_MS if reported is None else reported,
+            "latency_source": "default" if reported is None else "reported",
+            "reliability": prior, "load": 0, "routed": 0, "receipts": 0, "successes": 0, "failures": 0,
+            "last_seen_ms": rec["seen_ms"],
+        }
     weight = 0.0
     duration = 0.0
     outcome = 0.0
@@ -556,12 +563,39 @@ class RegistryProjection(Projection):
         changed are rewritten: a heartbeat that leaves fitness and routability alone costs one
         record write.
         """
-        rec.update(measure(rec, obs))
-        rec["expires_ms"] = rec["last_seen_ms"] + self._grace(rec["interval_ms"])
-        rec["fitness"] = fitness(rec)
+        if obs:
+            rec.update(measure(rec, obs))
+        else:  # measure(rec, None), written in place (same keys, same order, same values): no dict per event
+            reported = rec["reported_latency_ms"]
+            prior = rec["reported_reliability"]
+            rec["latency_ms"] = DEFAULT_LATENCY_MS if reported is None else reported
+            rec["latency_source"] = "default" if reported is None else "reported"
+            rec["reliability"] = DEFAULT_RELIABILITY if prior is None else prior
+            rec["load"] = rec["routed"] = rec["receipts"] = rec["successes"] = rec["failures"] = 0
+            rec["last_seen_ms"] = rec["seen_ms"]
+        grace = MISSED_INTERVALS * rec["interval_ms"]
+        rec["expires_ms"] = rec["last_seen_ms"] + (self.ttl_ms if self.ttl_ms >= grace else grace)  # _grace
+        # fitness(rec), inlined: the same operations in the same order, so the same bits
+        load, max_concurrency = rec["load"], rec["max_concurrency"]
+        rec["fitness"] = (W_HEALTH * rec["health"] + W_LATENCY * (1.0 / (1.0 + rec["latency_ms"] / LATENCY_REF_MS))
+                          + W_RELIABILITY * rec["reliability"]
+                          + W_CAPACITY * (0.0 if max_concurrency <= 0 else max(0.0, 1.0 - load / max_concurrency)))
         agent_id = rec["agent_id"]
-        old_caps = old["capabilities"] if old is not None and old["status"] == ACTIVE else []
-        new_caps = rec["capabilities"] if rec["status"] == ACTIVE else []
+        # view_entry(old) and view_entry(rec) are inlined below (twice per event on the heartbeat path)
+        old_caps: list[str] = []
+        old_entry: list[Any] | None = None
+        if old is not None and old["status"] == ACTIVE:
+            old_caps = old["capabilities"]
+            if (old.get("health_status") != "FAILED" and old["health"] >= MIN_ROUTABLE_HEALTH
+                    and old["load"] < old["max_concurrency"]):
+                old_entry = [-old["fitness"], old["agent_id"]]
+        new_caps: list[str] = []
+        new_entry: list[Any] | None = None
+        if rec["status"] == ACTIVE:
+            new_caps = rec["capabilities"]
+            if (rec.get("health_status") != "FAILED" and rec["health"] >= MIN_ROUTABLE_HEALTH
+                    and rec["load"] < rec["max_concurrency"]):
+                new_entry = [-rec["fitness"], agent_id]
         if old_caps != new_caps:
             for cap in old_caps:
                 if cap not in new_caps:
@@ -569,19 +603,28 @@ class RegistryProjection(Projection):
             for cap in new_caps:
                 if cap not in old_caps:
                     _list_insert(store, CAP_PREFIX + cap, agent_id)
-        old_entry = view_entry(old) if old is not None else None
-        new_entry = view_entry(rec)
         moved = old_entry != new_entry
-        if old_entry is not None:
+        if (moved and old_entry is not None and new_entry is not None and old_caps == new_caps
+                and (bucket := fit_bucket(new_entry[0])) == fit_bucket(old_entry[0])):
+            # the usual heartbeat: the row moves inside its bucket; one copy of the bucket instead of two
+            for cap in new_caps:
+                _view_move(store, cap, bucket, old_entry, new_entry)
+        elif old_entry is not None:
             for cap in old_caps:
                 if moved or cap not in new_caps:
                     _view_remove(store, cap, old_entry)
-        if new_entry is not None:
+            if new_entry is not None:
+                for cap in new_caps:
+                    if moved or cap not in old_caps:
+                        _view_insert(store, cap, new_entry)
+        elif new_entry is not None:
             for cap in new_caps:
                 if moved or cap not in old_caps:
                     _view_insert(store, cap, new_entry)
-        store.put(agent_key(agent_id), rec)
-        self._tick(store, ctx)
+        store.put(AGENT_PREFIX + agent_id, rec)
+        now = store.get(CLOCK_KEY)  # _tick, inlined
+        if ctx.timestamp_ms > (now if isinstance(now, int) else 0):
+            store.put(CLOCK_KEY, ctx.timestamp_ms)
 
     @staticmethod
     def _tick(store: StateStore, ctx: EventContext) -> None:
@@ -633,17 +676,32 @@ class RegistryProjection(Projection):
         self._commit(store, ctx, old, rec, store.get(obs_key(agent_id)))
 
     def _heartbeat(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
-        old, rec = self._known(store, p["agent_id"])
-        health = _unit(p["health_score"], "health_score")
-        load = _int_at_least(p["current_load"], 0, "current_load")
-        latency = _non_negative(p["latency_ms"], "latency_ms")
+        agent_id = p["agent_id"]
+        old = store.get(AGENT_PREFIX + agent_id) if type(agent_id) is str and agent_id else None
+        if old is None:
+            old, rec = self._known(store, agent_id)  # refuses it, as invalid-payload or unknown-agent
+        else:
+            rec = dict(old)
+        # The checks of _unit / _int_at_least / _non_negative, inlined for the values a heartbeat
+        # normally carries (the most frequent event); anything else goes through them.
+        health = p["health_score"]
+        if type(health) is not float or not 0.0 <= health <= 1.0:
+            health = _unit(health, "health_score")
+        load = p["current_load"]
+        if type(load) is not int or load < 0:
+            load = _int_at_least(load, 0, "current_load")
+        latency = p["latency_ms"]
+        if type(latency) is not float or not 0.0 <= latency < math.inf:
+            latency = _non_negative(latency, "latency_ms")
         reliability = p.get("reliability")
-        if reliability is not None:
+        if reliability is not None and (type(reliability) is not float or not 0.0 <= reliability <= 1.0):
             reliability = _unit(reliability, "reliability")
         max_concurrency = p.get("max_concurrency")
-        if max_concurrency is not None:
+        if max_concurrency is not None and (type(max_concurrency) is not int or max_concurrency < 1):
             max_concurrency = _int_at_least(max_concurrency, 1, "max_concurrency")
-        interval = _int_at_least(p.get("interval_ms", 0), 0, "interval_ms")
+        interval = p.get("interval_ms", 0)
+        if type(interval) is not int or interval < 0:
+            interval = _int_at_least(interval, 0, "interval_ms")
 
         rec["health"] = health
         rec["reported_load"] = load
@@ -655,7 +713,7 @@ class RegistryProjection(Projection):
         if interval:
             rec["interval_ms"] = interval
         rec["seen_ms"] = max(rec["seen_ms"], ctx.timestamp_ms)
-        self._commit(store, ctx, old, rec, store.get(obs_key(rec["agent_id"])))
+        self._commit(store, ctx, old, rec, store.get(OBS_PREFIX + agent_id))
 
     def _health_changed(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
         old, rec = self._known(store, p["agent_id"])
@@ -751,6 +809,27 @@ def _view_remove(store: StateStore, capability: str, entry: list[Any]) -> None:
     _list_remove(store, key, entry)
     if store.get(key) is None:
         _list_remove(store, FIT_BUCKETS_PREFIX + capability, bucket)
+
+
+def _view_move(store: StateStore, capability: str, bucket: int, old_entry: list[Any], new_entry: list[Any]) -> None:
+    """``_view_remove(old_entry)`` then ``_view_insert(new_entry)`` when both rows fall in ``bucket``:
+    the same final ``fit/`` and ``fitb/`` values, with one copy and one write of the bucket."""
+    key = fit_key(capability, bucket)
+    items: list[Any] | None = store.get(key)
+    if items is None:  # the old row was not there: a plain insert (which also lists the bucket)
+        _view_insert(store, capability, new_entry)
+        return
+    new = items.copy()
+    i = bisect.bisect_left(new, old_entry)
+    changed = i < len(new) and new[i] == old_entry
+    if changed:
+        del new[i]
+    j = bisect.bisect_left(new, new_entry)
+    if j == len(new) or new[j] != new_entry:
+        new.insert(j, new_entry)
+        changed = True
+    if changed:
+        store.put(key, new)
 
 
 def _list_insert(store: StateStore, key: str, item: Any) -> None:
