@@ -288,6 +288,14 @@ class Auditor:
         for record in records:
             self.feed(record)
 
+    def feed_many(self, records: list[RawRecord]) -> None:
+        """``feed`` of each record in order (same findings, leaves and projections), a fetched
+        batch at a time: the verifier decodes the batch's envelopes in one call."""
+        self.records += len(records)
+        verdicts = self.verifier.feed_many(records)
+        if verdicts:
+            self._on_verdicts(verdicts)
+
     def _on_verdicts(self, verdicts: list[Verdict]) -> None:
         authenticated = Status.AUTHENTICATED
         by_topic = self._by_topic
@@ -492,7 +500,7 @@ def run_audit(bootstrap: str, topics: Sequence[str], *, prefix: str = "", partit
     ``progress(done, total)`` is called as records arrive (total = records planned);
     ``domains`` replaces the worker's domains (``default_audit_domains``).
     """
-    from swarmlog.streams.reader import PartitionRange, plan_ranges, read_records
+    from swarmlog.streams.reader import PartitionRange, plan_ranges, read_record_batches
 
     ranges = plan_ranges(bootstrap, topics, partitions=partitions)
     if start_offset is not None or end_offset is not None:
@@ -512,7 +520,8 @@ def run_audit(bootstrap: str, topics: Sequence[str], *, prefix: str = "", partit
         if progress is not None:
             progress(done, total)
 
-    auditor.feed_all(read_records(bootstrap, ranges, progress=tick))
+    for batch in read_record_batches(bootstrap, ranges, progress=tick):
+        auditor.feed_many(batch)
     report = auditor.finish()
     if partitions is not None:
         report.notes.append(f"only partitions {sorted(partitions)} were read")

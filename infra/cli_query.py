@@ -78,14 +78,14 @@ def _ask_workers(path: str) -> Any:
 def _replay(topics: list[str], projections: list[Any], stores: dict[str, Any] | None = None) -> Any:
     from swarmlog.infra.broker import BrokerError, resolve_bootstrap
     from swarmlog.projections.engine import Engine
-    from swarmlog.streams.reader import ReadError, plan_ranges, read_records
+    from swarmlog.streams.reader import ReadError, plan_ranges, read_record_batches
 
     prefix = get_settings().topic_prefix
     try:
         bootstrap = resolve_bootstrap(start_if_missing=False)
         engine = Engine(projections, stores)
-        for record in read_records(bootstrap, plan_ranges(bootstrap, [prefix + t for t in topics])):
-            engine.feed(record)
+        for batch in read_record_batches(bootstrap, plan_ranges(bootstrap, [prefix + t for t in topics])):
+            engine.feed_many(batch)
     except (BrokerError, ReadError) as exc:
         _fail(str(exc), 1)
     engine.finish()

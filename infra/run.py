@@ -38,7 +38,7 @@ from typing import Any
 
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer, shared_kafka_producer
-from swarmlog.streams.reader import plan_ranges, read_records
+from swarmlog.streams.reader import plan_ranges, read_record_batches, read_records
 from swarmlog.streams.settings import get_settings
 from swarmlog.streams.verify import Status, Verifier
 
@@ -321,9 +321,9 @@ def compare_live_tables(bootstrap: str, prefix: str) -> dict[str, bool]:
 
     app_id = "swarmlog" + ("-" + prefix.strip(".-_") if prefix else "")
     registry = Engine([RegistryProjection()])
-    for record in read_records(bootstrap, plan_ranges(bootstrap, [prefix + t for t in ("agents", "commands",
-                                                                                        "receipts")])):
-        registry.feed(record)
+    for batch in read_record_batches(bootstrap, plan_ranges(bootstrap, [prefix + t for t in ("agents", "commands",
+                                                                                              "receipts")])):
+        registry.feed_many(batch)
     result: dict[str, bool] = {}
     for _domain, (topics, factory) in default_domains().items():
         projections = factory()
@@ -335,8 +335,8 @@ def compare_live_tables(bootstrap: str, prefix: str) -> dict[str, bool]:
         if "registry" in read:
             extra["registry"] = registry.stores["registry"]
         engine = Engine(projections, extra)
-        for record in read_records(bootstrap, plan_ranges(bootstrap, [prefix + t for t in topics])):
-            engine.feed(record)
+        for batch in read_record_batches(bootstrap, plan_ranges(bootstrap, [prefix + t for t in topics])):
+            engine.feed_many(batch)
         engine.finish()
         for projection in projections:
             topic = f"{app_id}-swarmlog-{projection.name}-changelog"

@@ -57,7 +57,7 @@ from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
 from swarmlog.projections.ticks import TICK
 from swarmlog.streams.producer import EventProducer
-from swarmlog.streams.reader import plan_ranges, read_records
+from swarmlog.streams.reader import plan_ranges, read_record_batches, read_records
 from swarmlog.streams.verify import RawRecord
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,9 @@ class RegistryReplica:
     def _run(self) -> None:
         try:
             bounded = plan_ranges(self.bootstrap, self.topics)
-            for record in read_records(self.bootstrap, bounded, stop=self._stop.is_set):
-                self.engine.feed(record)
-                self.records += 1
+            for batch in read_record_batches(self.bootstrap, bounded, stop=self._stop.is_set):
+                self.engine.feed_many(batch)  # catching up: a fetched batch at a time
+                self.records += len(batch)
             self.caught_up.set()
             follow_from = {(r.topic, r.partition): r.stop or r.start for r in bounded}
             ranges = plan_ranges(self.bootstrap, self.topics, follow=True, start_offsets=follow_from)
