@@ -100,15 +100,17 @@ class EventProducer:
         kafka: Producer | None = None,
         background_seal: bool = True,
         topic_overrides: Mapping[str, str] | None = None,
-        sign_in_background: bool | None = None,
+        sign_in_background: bool = False,
     ) -> None:
         """``kafka``: share one confluent-kafka producer between many identities (a
         simulation of hundreds of agents must not start hundreds of librdkafka clients);
         it must be configured like ``shared_kafka_producer`` makes it.
 
-        ``sign_in_background``: sign seals on a signer thread (default: when
-        ``background_seal`` is on — a producer that must not run a timer thread runs no
-        signer thread either)."""
+        ``sign_in_background``: sign seals on a signer thread while this thread goes on.
+        Off by default: on the 2-vCPU benchmark machine the
+        second core is already busy with librdkafka and the broker, and two quiet runs gave
+        0.92x and 1.00x the inline rate (docs/benchmarks.md, Ingest); turn it on where cores
+        are spare."""
         if seal_batch < 1:
             raise ValueError("seal_batch must be >= 1")
         self.identity = identity
@@ -137,7 +139,7 @@ class EventProducer:
         if background_seal:
             self._sealer.start()
         self._signer: _SealSigner | None = None
-        if background_seal if sign_in_background is None else sign_in_background:
+        if sign_in_background:
             self._signer = _SealSigner(self.chain.seal_finish, self._send)
 
     @property
