@@ -497,6 +497,15 @@ def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = F
         return out
 
     replica.engine.feed = fed
+    feed_many = replica.engine.feed_many  # the replica's catch-up reads a fetched batch at a time
+
+    def fed_many(records: Any) -> Any:
+        out = feed_many(records)
+        for record in records:
+            progress.replica_fed(record.topic, record.partition, record.offset)
+        return out
+
+    replica.engine.feed_many = fed_many
     return app
 
 
