@@ -44,7 +44,7 @@ from swarmlog.streams.identity import Identity
 from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records, read_verified
 from swarmlog.streams.verify import Status
-from tests.support.live import CliWorker, env_for, wait_for
+from tests.support.live import LiveSetup, wait_for
 from tests.support.logs import to_raw
 
 AGENT = "did:key:z6MkAgent"
@@ -285,12 +285,23 @@ class _Source:
 @pytest.mark.integration
 def test_false_claims_reach_the_trust_table_of_a_live_worker(kafka_bootstrap: str, unique_topics: Any,
                                                              tmp_path: Path) -> None:
-    prefix = unique_topics.new_prefix()
-    provision(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = env_for(kafka_bootstrap, tmp_path, prefix, SWARMLOG_PARTITIONS="2")
-    honest, spoofer, alarmist = (Identity.generate(n) for n in ("chk-honest", "chk-spoofer", "chk-alarmist"))
-    producers = {i.did: EventProducer(i, kafka_bootstrap, topic_prefix=prefix, seal_interval_ms=50)
-                 for i in (honest, spoofer, alarmist)}
+    with LiveSetup(kafka_bootstrap, unique_topics.new_prefix(), tmp_path, partitions=2) as live:
+        honest, spoofer, alarmist = (Identity.generate(n) for n in ("chk-honest", "chk-spoofer", "chk-alarmist"))
+        _false_claims_through(live, honest, spoofer, alarmist)
+    trust = Engine([TrustProjection()])
+    for record in read_records(kafka_bootstrap, plan_ranges(kafka_bootstrap, [live.prefix + "trust"])):
+        trust.feed(record)
+    trust.finish()
+    store = trust.stores["trust"]
+    assert store.get(f"agent/{spoofer.did}")["samples"] == 2 and store.get(f"agent/{spoofer.did}")["score"] < 0.5
+    assert store.get(f"agent/{alarmist.did}")["samples"] == 1
+    assert store.get(f"agent/{honest.did}") is None  # the impersonated agent is not blamed
+
+
+def _false_claims_through(live: LiveSetup, honest: Identity, spoofer: Identity, alarmist: Identity) -> None:
+    """Spoofed deposits and a false alarm, produced and then folded by a live worker."""
+    kafka_bootstrap, prefix = live.bootstrap, live.prefix
+    producers = {i.did: live.producer(i) for i in (honest, spoofer, alarmist)}
     t0 = int(time.time() * 1000)
     producers[honest.did].produce("agents.registered", {"agent_id": honest.did, "address": "h", "capabilities": ["x"],
                                                         "max_concurrency": 2}, timestamp_ms=t0)
@@ -306,8 +317,7 @@ def test_false_claims_reach_the_trust_table_of_a_live_worker(kafka_bootstrap: st
         "message_id": "live-alarm", "sender": alarmist.did, "scope": "GLOBAL_ALERT", "ttl": 20, "hop": 0,
         "content": json.dumps({"kind": "agent-failed", "agent_id": honest.did, "severity": "critical"}).encode(),
         "content_type": ALERT_CONTENT_TYPE, "compression": "NONE", "seen_by": []}, timestamp_ms=t0 + 300)
-    for producer in producers.values():
-        producer.flush()
+    live.flush()
 
     def checked() -> list[tuple[str, str, str, bool]]:
         return sorted((v.event.decode_payload()["agent_id"], v.event.decode_payload()["check"] or "",
@@ -318,22 +328,9 @@ def test_false_claims_reach_the_trust_table_of_a_live_worker(kafka_bootstrap: st
 
     expected = sorted([(spoofer.did, "pheromone-spoofing", "FAILURE", True)] * 2
                       + [(alarmist.did, "alert-validation", "PARTIAL_FAILURE", True)])
-    worker = CliWorker(env, "checks-worker", tmp_path)
-    try:
-        wait_for(lambda: checked() == expected, 150, "the checks' observations on the trust topic", [worker])
-        # result per projection: the trust table folded the worker's observations as a replay does
-        tables = ("trust", "swarm_space")
-        wait_for(lambda: all(compare_live_tables(kafka_bootstrap, prefix).get(name) for name in tables), 90,
-                 "live trust and swarm_space tables equal to replay", [worker])
-    finally:
-        worker.stop()
-        for producer in producers.values():
-            producer.close()
-    trust = Engine([TrustProjection()])
-    for record in read_records(kafka_bootstrap, plan_ranges(kafka_bootstrap, [prefix + "trust"])):
-        trust.feed(record)
-    trust.finish()
-    store = trust.stores["trust"]
-    assert store.get(f"agent/{spoofer.did}")["samples"] == 2 and store.get(f"agent/{spoofer.did}")["score"] < 0.5
-    assert store.get(f"agent/{alarmist.did}")["samples"] == 1
-    assert store.get(f"agent/{honest.did}") is None  # the impersonated agent is not blamed
+    worker = live.worker("checks-worker")
+    wait_for(lambda: checked() == expected, 150, "the checks' observations on the trust topic", [worker])
+    # result per projection: the trust table folded the worker's observations as a replay does
+    tables = ("trust", "swarm_space")
+    wait_for(lambda: all(compare_live_tables(kafka_bootstrap, prefix).get(name) for name in tables), 90,
+             "live trust and swarm_space tables equal to replay", [worker])

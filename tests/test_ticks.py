@@ -12,7 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmlog.infra.run import compare_live_tables
-from swarmlog.infra.topics import provision
 from swarmlog.processors.ticker import Ticker, key_for_partition
 from swarmlog.projections.base import EventContext, MemoryStore, Stores
 from swarmlog.projections.consensus import ConsensusProjection
@@ -20,8 +19,7 @@ from swarmlog.projections.swarm_tasks import BID, POSTED, SwarmTaskProjection
 from swarmlog.projections.swarm_voting import CREATED, VOTE, VotingPoolProjection, get_pool
 from swarmlog.projections.ticks import TICK, due_ids, earliest_due
 from swarmlog.streams.identity import Identity
-from swarmlog.streams.producer import EventProducer
-from tests.support.live import CliWorker, authenticated_payloads, env_for, wait_for
+from tests.support.live import LiveSetup, authenticated_payloads, wait_for
 
 
 def ctx(event_type: str, subject: str, ts: int, seq: int, lane: str, producer: str = "did:key:p") -> EventContext:
@@ -96,11 +94,15 @@ def test_the_ticker_ticks_owned_lanes_with_something_due_and_waits_before_tickin
 @pytest.mark.integration
 def test_a_quiet_lane_closes_its_pool_through_a_tick_of_the_live_worker(kafka_bootstrap: str, unique_topics: Any,
                                                                         tmp_path: Path) -> None:
-    prefix = unique_topics.new_prefix()
-    provision(kafka_bootstrap, prefix=prefix, partitions=2)
-    env = env_for(kafka_bootstrap, tmp_path, prefix, SWARMLOG_PARTITIONS="2")
+    with LiveSetup(kafka_bootstrap, unique_topics.new_prefix(), tmp_path, partitions=2) as live:
+        _quiet_pool_through(live)
+
+
+def _quiet_pool_through(live: LiveSetup) -> None:
+    """A pool with one vote in a lane nobody writes to again, and a live worker that must close it."""
+    kafka_bootstrap, prefix = live.bootstrap, live.prefix
     creator, voter = Identity.generate("tick-creator"), Identity.generate("tick-voter")
-    producers = [EventProducer(i, kafka_bootstrap, topic_prefix=prefix, seal_interval_ms=50) for i in (creator, voter)]
+    producers = [live.producer(i) for i in (creator, voter)]
     now = int(time.time() * 1000)
     producers[0].produce("swarm.vote_pool_created", dict(
         pool_id="quiet-pool", creator=creator.did, question="scale_out", options=["yes", "no"],
@@ -108,19 +110,13 @@ def test_a_quiet_lane_closes_its_pool_through_a_tick_of_the_live_worker(kafka_bo
         timestamp_ms=now)
     producers[1].produce("swarm.vote", dict(pool_id="quiet-pool", voter=voter.did, decision="yes", confidence=0.9,
                                             weight=1.0), timestamp_ms=now + 10)
-    for producer in producers:
-        producer.flush()
-    worker = CliWorker(env, "tick-worker", tmp_path)
-    try:
-        # nobody writes to the pool's lane after the vote: only the worker's tick can close it
-        decided = wait_for(lambda: authenticated_payloads(kafka_bootstrap, prefix + "swarm", "swarm.vote_decided"),
-                           150, "the pool's decision", [worker])
-        assert [(d["pool_id"], d["decision"], d["reached"]) for d in decided] == [("quiet-pool", "yes", True)]
-        ticks = authenticated_payloads(kafka_bootstrap, prefix + "swarm", TICK)
-        assert ticks and all(t["ticker"] == "tick-worker" for t in ticks)
-        wait_for(lambda: compare_live_tables(kafka_bootstrap, prefix).get("swarm_voting"), 90,
-                 "the live pool table equal to a replay (ticks included)", [worker])
-    finally:
-        worker.stop()
-        for producer in producers:
-            producer.close()
+    live.flush()
+    worker = live.worker("tick-worker")
+    # nobody writes to the pool's lane after the vote: only the worker's tick can close it
+    decided = wait_for(lambda: authenticated_payloads(kafka_bootstrap, prefix + "swarm", "swarm.vote_decided"),
+                       150, "the pool's decision", [worker])
+    assert [(d["pool_id"], d["decision"], d["reached"]) for d in decided] == [("quiet-pool", "yes", True)]
+    ticks = authenticated_payloads(kafka_bootstrap, prefix + "swarm", TICK)
+    assert ticks and all(t["ticker"] == "tick-worker" for t in ticks)
+    wait_for(lambda: compare_live_tables(kafka_bootstrap, prefix).get("swarm_voting"), 90,
+             "the live pool table equal to a replay (ticks included)", [worker])

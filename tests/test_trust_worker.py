@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,15 +13,13 @@ import pytest
 from confluent_kafka import Producer
 
 from swarmlog.infra.run import compare_live_tables
-from swarmlog.infra.topics import provision
 from swarmlog.projections.delegation import proof_hash
 from swarmlog.projections.engine import Engine
 from swarmlog.projections.trust import TrustProjection, check_delegation, trust_score
 from swarmlog.streams.identity import Identity
-from swarmlog.streams.producer import EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records, read_verified
 from swarmlog.streams.verify import Status
-from tests.support.live import CliWorker
+from tests.support.live import LiveSetup
 
 pytestmark = pytest.mark.integration
 
@@ -43,13 +40,11 @@ def dead_letters(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
 
 
 def test_trust_events_through_a_live_worker(kafka_bootstrap: str, unique_topics: Any, tmp_path: Path) -> None:
-    prefix = unique_topics.new_prefix()
-    provision(kafka_bootstrap, prefix=prefix, partitions=3)
-    env = {**os.environ, "SWARMLOG_BOOTSTRAP": kafka_bootstrap, "SWARMLOG_EMBEDDED": "1",
-           "SWARMLOG_TOPIC_PREFIX": prefix, "SWARMLOG_HOME": str(tmp_path), "SWARMLOG_PARTITIONS": "3"}
+    live = LiveSetup(kafka_bootstrap, unique_topics.new_prefix(), tmp_path, partitions=3)
+    prefix, env = live.prefix, live.env
     agents = [Identity.generate(f"trust-agent-{i}") for i in range(4)]
     dids = [a.did for a in agents]
-    producers = [EventProducer(a, kafka_bootstrap, topic_prefix=prefix, seal_interval_ms=50) for a in agents]
+    producers = [live.producer(a) for a in agents]
     t0 = 1_700_000_000_000
 
     def observe(who: int, about: int, outcome: str, ts: int, **kw: Any) -> None:
@@ -75,8 +70,7 @@ def test_trust_events_through_a_live_worker(kafka_bootstrap: str, unique_topics:
     # bad input: a report signed by 3 in 1's name, and one about something that is not an agent
     observe(3, 2, "FAILURE", t0 + 50, observer=dids[1])
     observe(3, 2, "FAILURE", t0 + 51, agent_id="not-an-agent")
-    for producer in producers:
-        producer.flush()
+    live.flush()
     # a tampered copy of a genuine observation (payload byte flipped): its hash is in no seal
     genuine = next(r for r in read_records(kafka_bootstrap, plan_ranges(kafka_bootstrap, [prefix + "trust"]))
                    if b"trust.observation" in r.value)
@@ -86,7 +80,7 @@ def test_trust_events_through_a_live_worker(kafka_bootstrap: str, unique_topics:
     raw.produce(prefix + "trust", bytes(tampered), genuine.key, partition=genuine.partition)
     assert raw.flush(10) == 0
 
-    worker = CliWorker(env, "trust-worker", tmp_path)
+    worker = live.worker("trust-worker")
     try:
         deadline = time.monotonic() + 150
         reasons: list[str] = []
@@ -103,9 +97,7 @@ def test_trust_events_through_a_live_worker(kafka_bootstrap: str, unique_topics:
             (reasons, worker.log.read_text()[-3000:])
         assert same.get("trust") is True, "the worker's trust table differs from a replay of the trust topic"
     finally:
-        worker.stop()
-        for producer in producers:
-            producer.close()
+        live.close()
 
     store = replayed(kafka_bootstrap, prefix)
     assert store.get(f"agent/{dids[2]}")["samples"] == 60  # the forged and refused reports did not count

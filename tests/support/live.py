@@ -92,3 +92,49 @@ def record_at(bootstrap: str, topic: str, partition: int, offset: int) -> bytes 
 def env_for(bootstrap: str, home: Path, prefix: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "SWARMLOG_BOOTSTRAP": bootstrap, "SWARMLOG_EMBEDDED": "1", "SWARMLOG_HOME": str(home),
             "SWARMLOG_TOPIC_PREFIX": prefix, **extra}
+
+
+class LiveSetup:
+    """A provisioned topic prefix, the worker environment for it, and the producers and workers
+    a live test starts; ``close`` stops the workers and closes the producers, whatever happened."""
+
+    def __init__(self, bootstrap: str, prefix: str, home: Path, partitions: int) -> None:
+        from swarmlog.infra.topics import provision
+
+        provision(bootstrap, prefix=prefix, partitions=partitions)
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.home = home
+        self.env = env_for(bootstrap, home, prefix, SWARMLOG_PARTITIONS=str(partitions))
+        self.producers: list[Any] = []
+        self.workers: list[WorkerProcess] = []
+
+    def producer(self, identity: Any, **options: Any) -> Any:
+        """An ``EventProducer`` on this prefix; seals every 50 ms unless told otherwise."""
+        from swarmlog.streams.producer import EventProducer
+
+        producer = EventProducer(identity, self.bootstrap, topic_prefix=self.prefix,
+                                 **{"seal_interval_ms": 50, **options})
+        self.producers.append(producer)
+        return producer
+
+    def flush(self) -> None:
+        for producer in self.producers:
+            producer.flush()
+
+    def worker(self, name: str) -> CliWorker:
+        worker = CliWorker(self.env, name, self.home)
+        self.workers.append(worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        for producer in self.producers:
+            producer.close()
+
+    def __enter__(self) -> LiveSetup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
