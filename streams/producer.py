@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from swarmlog.streams import speedups
-from swarmlog.streams.chain import ChainWriter, EventRef, OutRecord, PendingSeal
+from swarmlog.streams.chain import ChainWriter, EventRef, EventRefs, OutRecord, PendingSeal
 from swarmlog.streams.codec import EncodeError, SchemaEntry, SchemaStore, default_store, encode_body
 from swarmlog.streams.envelope import IDENTITY_EVENT_TYPE
 from swarmlog.streams.identity import Identity
@@ -38,7 +38,11 @@ from swarmlog.streams.identity import Identity
 log = logging.getLogger(__name__)
 _crc32 = zlib.crc32
 
-__all__ = ["EventProducer", "EventRef", "ProduceError", "partition_for"]
+__all__ = ["EventProducer", "EventRef", "EventRefs", "ProduceError", "partition_for"]
+
+
+DEFAULT_SEAL_BATCH = 1024
+"""Events per seal unless configured (``SWARMLOG_SEAL_BATCH``); see docs/benchmarks.md, Ingest."""
 
 
 class ProduceError(RuntimeError):
@@ -91,7 +95,7 @@ class EventProducer:
         bootstrap: str,
         *,
         store: SchemaStore | None = None,
-        seal_batch: int = 1024,
+        seal_batch: int = DEFAULT_SEAL_BATCH,
         seal_interval_ms: int = 200,
         topic_prefix: str = "",
         identity_topic: str | None = None,
@@ -185,12 +189,13 @@ class EventProducer:
         *,
         subjects: Sequence[str] | None = None,
         topic: str | None = None,
-    ) -> list[EventRef]:
+    ) -> EventRefs:
         """Bulk ingest: encode, chain and send many events of one type, in order.
 
         Equivalent to calling ``produce`` for each payload (same envelopes, same seals at
         the same batch bounds), with the per-call overhead paid once per batch. An invalid
-        payload raises ``EncodeError`` before anything of the batch is sent.
+        payload raises ``EncodeError`` before anything of the batch is sent. The result is
+        a read-only sequence of the events' ``EventRef``s, built when read (``EventRefs``).
         """
         entry = self.store.for_event_type(event_type)
         encode = entry.encode_body
@@ -211,7 +216,6 @@ class EventProducer:
         else:
             keys = [s.encode() for s in subjects]
         topic_name = topic or self._topic_of(entry)
-        refs: list[EventRef] = []
         with self._lock:
             if self._closed:
                 raise ProduceError("producer is closed")
@@ -219,13 +223,15 @@ class EventProducer:
             if self.chain.identity_event is None and event_type != IDENTITY_EVENT_TYPE:
                 self._publish_identity_locked()
             partitions = self._partitions.get(topic_name) or self.partitions(topic_name)
+            refs = EventRefs(topic_name, partitions)
             produce = self._kafka.produce
             start = 0
             while start < len(bodies):
                 room = max(1, self.seal_batch - self.chain.open_count)
-                chunk_keys = keys[start:start + room]
-                chunk_refs, parts, values = self.chain.append_many_columns(
-                    entry, bodies[start:start + room], chunk_keys, topic_name, partitions)
+                chunk_keys = keys[start:start + room] if start or room < len(keys) else keys
+                parts, values = self.chain.append_many_into(
+                    refs, entry, bodies[start:start + room] if start or room < len(bodies) else bodies, chunk_keys,
+                    topic_name, partitions)
                 if self.chain.open_count == len(values):
                     self._open_since = time.monotonic()
                 if native is not None:
@@ -243,7 +249,6 @@ class EventProducer:
                             produce(topic_name, value, key, partition)
                         except BufferError:
                             self._send(OutRecord(topic_name, partition, key, value), report=False)
-                refs.extend(chunk_refs)
                 start += room
                 if self.chain.open_count >= self.seal_batch:
                     self._seal_locked()
