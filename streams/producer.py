@@ -41,7 +41,7 @@ _crc32 = zlib.crc32
 __all__ = ["EventProducer", "EventRef", "EventRefs", "ProduceError", "partition_for"]
 
 
-DEFAULT_SEAL_BATCH = 1024
+DEFAULT_SEAL_BATCH = 4096
 """Events per seal unless configured (``SWARMLOG_SEAL_BATCH``); see docs/benchmarks.md, Ingest."""
 
 
