@@ -11,13 +11,17 @@ One run, one broker, same payload sizes, so the ratios compare like with like:
   (seals, chains) + decode every payload;
 * the bulk path and the read-back once more with the C speedups switched off
   (``SWARMLOG_SPEEDUPS=0``'s pure-Python path), so before/after come from the same run.
+* authentication latency (``--latency-rates``): paced producers at several rates, for seal
+  batches 1024 and 4096, the time from each event's record to the seal record that
+  authenticates it — the price of a larger seal batch.
 
 The machine is shared with the embedded broker: every timed step starts after a 1 s pause
 (the broker finishes writing the previous step), and raw produce is measured again right
 before the default-batch bulk row, whose ratio uses the faster of the two raw runs. That
 target row is then measured ``--rounds`` times more, raw / signed / pure Python
-interleaved, and the medians of the per-round ratios are reported (load swings between
-rows otherwise decide the ratio).
+interleaved (plus the old default seal batch 1024 when the default differs, and seals signed
+on a signer thread), and the medians of the per-round ratios are reported (load swings
+between rows otherwise decide the ratio).
 
 Usage: ``python benchmarks/ingest.py [--events 100000] [--rounds 5] [--json out.json]``. Uses
 ``SWARMLOG_BOOTSTRAP`` when set, else starts an embedded broker for the run.
