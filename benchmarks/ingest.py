@@ -11,13 +11,17 @@ One run, one broker, same payload sizes, so the ratios compare like with like:
   (seals, chains) + decode every payload;
 * the bulk path and the read-back once more with the C speedups switched off
   (``SWARMLOG_SPEEDUPS=0``'s pure-Python path), so before/after come from the same run.
+* authentication latency (``--latency-rates``): paced producers at several rates, for seal
+  batches 1024 and 4096, the time from each event's record to the seal record that
+  authenticates it — the price of a larger seal batch.
 
 The machine is shared with the embedded broker: every timed step starts after a 1 s pause
 (the broker finishes writing the previous step), and raw produce is measured again right
 before the default-batch bulk row, whose ratio uses the faster of the two raw runs. That
 target row is then measured ``--rounds`` times more, raw / signed / pure Python
-interleaved, and the medians of the per-round ratios are reported (load swings between
-rows otherwise decide the ratio).
+interleaved (plus the old default seal batch 1024 when the default differs, and seals signed
+on a signer thread), and the medians of the per-round ratios are reported (load swings
+between rows otherwise decide the ratio).
 
 Usage: ``python benchmarks/ingest.py [--events 100000] [--rounds 5] [--json out.json]``. Uses
 ``SWARMLOG_BOOTSTRAP`` when set, else starts an embedded broker for the run.
@@ -44,12 +48,13 @@ from swarmlog.infra.topics import ensure_topics
 from swarmlog.streams import speedups
 from swarmlog.streams.codec import SchemaStore
 from swarmlog.streams.identity import Identity
-from swarmlog.streams.producer import EventProducer
+from swarmlog.streams.producer import DEFAULT_SEAL_BATCH, EventProducer
 from swarmlog.streams.reader import plan_ranges, read_records
 from swarmlog.streams.verify import Status, Verifier
 
 PARTITIONS = 6
 BULK = 1000  # events per produce_many() call
+OLD_DEFAULT_BATCH = 1024  # the default seal batch before 4096 was considered; kept in the rounds for comparison
 
 
 EVENT_TYPE = "agents.heartbeat"  # the highest-volume event type of a running system
@@ -129,9 +134,14 @@ def bench_signed(bootstrap: str, topic: str, trust: str, identity: Identity, n: 
     return n / (time.perf_counter() - start)
 
 
-def bench_breakdown(identity: Identity, n: int, store: SchemaStore | None = None) -> dict[str, float]:
-    """Microseconds per event of each step of the signed path, measured in isolation (no Kafka)."""
-    from swarmlog.streams.chain import ChainWriter
+def bench_breakdown(identity: Identity, n: int, store: SchemaStore | None = None,
+                    seal_batch: int = DEFAULT_SEAL_BATCH) -> dict[str, float]:
+    """Microseconds per event of each step of the signed path, measured in isolation (no Kafka).
+
+    Chaining goes through ``append_many_into`` (what ``produce_many`` runs: references kept
+    as columns); the seal step (Merkle roots, statement, Ed25519 + ML-DSA-65, seal records)
+    is timed separately, amortised over ``seal_batch`` events."""
+    from swarmlog.streams.chain import ChainWriter, EventRefs
     from swarmlog.streams.codec import default_store, encode_body
 
     store = store or default_store()
@@ -147,12 +157,18 @@ def bench_breakdown(identity: Identity, n: int, store: SchemaStore | None = None
     start = time.perf_counter()
     bodies = encode_many(payloads) if encode_many is not None else [encode(p) for p in payloads]
     encode_us = (time.perf_counter() - start) / n * 1e6
-    start = time.perf_counter()
-    for chunk in range(0, n, 1024):
-        writer.append_many(entry, bodies[chunk:chunk + 1024], keys[chunk:chunk + 1024], "t", PARTITIONS)
+    chain_s = seal_s = 0.0
+    for chunk in range(0, n, seal_batch):
+        refs = EventRefs("t", PARTITIONS)
+        start = time.perf_counter()
+        writer.append_many_into(refs, entry, bodies[chunk:chunk + seal_batch], keys[chunk:chunk + seal_batch], "t",
+                                PARTITIONS)
+        middle = time.perf_counter()
         writer.seal()
-    chain_and_seal_us = (time.perf_counter() - start) / n * 1e6
-    return {"payload_encode_us": encode_us, "chain_and_seal_us": chain_and_seal_us}
+        seal_s += time.perf_counter() - middle
+        chain_s += middle - start
+    return {"payload_encode_us": encode_us, "chain_us": chain_s / n * 1e6, "seal_us": seal_s / n * 1e6,
+            "chain_and_seal_us": (chain_s + seal_s) / n * 1e6}
 
 
 def bench_read(bootstrap: str, topic: str, trust: str,
@@ -191,40 +207,95 @@ def bench_read(bootstrap: str, topic: str, trust: str,
 
 def bench_rounds(bootstrap: str, trust: str, identity: Identity, run_id: str, raw_topic: str,
                  raw_values: list[bytes], keys: list[bytes], n: int, rounds: int) -> dict[str, Any]:
-    """The target row, robust to a shared machine: raw, signed (C, the default path), signed
+    """The target row, robust to a shared machine: raw, signed (C, the default path, default
+    seal batch), signed at the old default seal batch 1024 (when the default differs), signed
     with seals signed on a signer thread (C, ``sign_in_background=True``) and signed (pure
-    Python) bulk ingest at the default seal batch, interleaved ``rounds`` times; medians of
-    the ratios."""
+    Python) bulk ingest, interleaved ``rounds`` times; medians of the ratios."""
+    batch = DEFAULT_SEAL_BATCH
     topic = f"bench-rounds-{run_id}"
+    old_topic = f"bench-rounds-old-{run_id}"
     thread_topic = f"bench-rounds-thread-{run_id}"
     pure_topic = f"bench-rounds-pure-{run_id}"
-    ensure_topics(bootstrap, {topic: PARTITIONS, thread_topic: PARTITIONS, pure_topic: PARTITIONS})
+    ensure_topics(bootstrap, {topic: PARTITIONS, old_topic: PARTITIONS, thread_topic: PARTITIONS,
+                              pure_topic: PARTITIONS})
+    compare_old = batch != OLD_DEFAULT_BATCH
     rows = []
     for index in range(rounds):
         raw = bench_raw(bootstrap, raw_topic, raw_values, keys)
-        signed = bench_signed(bootstrap, topic, trust, identity, n, 1024, True)
-        thread = bench_signed(bootstrap, thread_topic, trust, identity, n, 1024, True, sign_in_background=True)
-        row = {"raw_per_s": raw, "signed_per_s": signed, "ratio": signed / raw,
-               "signed_thread_per_s": thread, "thread_ratio": thread / raw}
+        signed = bench_signed(bootstrap, topic, trust, identity, n, batch, True)
+        row = {"raw_per_s": raw, "signed_per_s": signed, "ratio": signed / raw, "seal_batch": batch}
+        if compare_old:
+            old = bench_signed(bootstrap, old_topic, trust, identity, n, OLD_DEFAULT_BATCH, True)
+            row.update({"signed_batch_1024_per_s": old, "batch_1024_ratio": old / raw})
+        thread = bench_signed(bootstrap, thread_topic, trust, identity, n, batch, True, sign_in_background=True)
+        row.update({"signed_thread_per_s": thread, "thread_ratio": thread / raw})
         if speedups.enabled():
             with pure_python() as store:
-                pure = bench_signed(bootstrap, pure_topic, trust, identity, n, 1024, True, store)
+                pure = bench_signed(bootstrap, pure_topic, trust, identity, n, batch, True, store)
             row.update({"pure_python_per_s": pure, "pure_python_ratio": pure / raw})
         rows.append(row)
-        print(f"round {index + 1}: raw {raw:,.0f}/s, signed produce_many {signed:,.0f}/s ({signed / raw:.0%}), "
-              f"seals signed on a signer thread {thread:,.0f}/s ({thread / raw:.0%})"
+        print(f"round {index + 1}: raw {raw:,.0f}/s, signed produce_many (seal batch {batch}) {signed:,.0f}/s "
+              f"({signed / raw:.0%})"
+              + (f", seal batch 1024 {row['signed_batch_1024_per_s']:,.0f}/s ({row['batch_1024_ratio']:.0%})"
+                 if compare_old else "")
+              + f", seals signed on a signer thread {thread:,.0f}/s ({thread / raw:.0%})"
               + (f", pure Python {row['pure_python_per_s']:,.0f}/s ({row['pure_python_ratio']:.0%})"
                  if "pure_python_per_s" in row else ""), file=sys.stderr)
-    summary: dict[str, Any] = {"rounds": rows, "median_ratio": statistics.median(r["ratio"] for r in rows),
+    summary: dict[str, Any] = {"rounds": rows, "seal_batch": batch,
+                               "median_ratio": statistics.median(r["ratio"] for r in rows),
                                "median_thread_ratio": statistics.median(r["thread_ratio"] for r in rows),
                                "median_thread_vs_inline": statistics.median(
                                    r["signed_thread_per_s"] / r["signed_per_s"] for r in rows)}
+    if compare_old:
+        summary["median_batch_1024_ratio"] = statistics.median(r["batch_1024_ratio"] for r in rows)
+        summary["median_default_vs_1024"] = statistics.median(
+            r["signed_per_s"] / r["signed_batch_1024_per_s"] for r in rows)
     if speedups.enabled():
         summary["median_pure_python_ratio"] = statistics.median(r["pure_python_ratio"] for r in rows)
         summary["median_speedup"] = statistics.median(r["signed_per_s"] / r["pure_python_per_s"] for r in rows)
-    print("target (produce_many, seal batch 1024), medians: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in summary.items() if k != "rounds"), file=sys.stderr)
+    print(f"target (produce_many, seal batch {batch}), medians: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in summary.items() if k not in ("rounds", "seal_batch")), file=sys.stderr)
     return summary
+
+
+def bench_latency(bootstrap: str, trust: str, identity: Identity, run_id: str, seal_batch: int, rate: int,
+                  seconds: float) -> dict[str, Any]:
+    """Authentication latency: how long after an event is written its seal is written.
+
+    ``rate`` events/s paced in 10 ms steps (0: as fast as ``produce_many`` goes, ``seconds``
+    worth of the paced 50 k/s count), default time bound (``seal_interval_ms`` 200, seal timer
+    thread on). Both times are Kafka record timestamps (set when the record is handed to
+    the producer), read back and matched by the verifier: the latency of an event is the
+    timestamp of the seal record that authenticates it minus its own. Broker delivery comes
+    on top, the same for every record."""
+    topic = f"bench-latency-{seal_batch}-{rate}-{run_id}"
+    ensure_topics(bootstrap, {topic: PARTITIONS})
+    total = int(rate * seconds) if rate else int(50_000 * seconds)
+    payloads = [heartbeat(i) for i in range(total)]
+    step = max(1, rate // 100) if rate else BULK
+    with EventProducer(identity, bootstrap, identity_topic=trust, seal_batch=seal_batch) as producer:
+        producer.publish_identity()
+        producer.partitions(topic)
+        settle()
+        start = time.perf_counter()
+        for index, chunk in enumerate(range(0, total, step)):
+            if rate:
+                delay = start + index * step / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            producer.produce_many(EVENT_TYPE, payloads[chunk:chunk + step], topic=topic)
+        elapsed = time.perf_counter() - start
+    verifier = Verifier()
+    latencies: list[int] = []
+    for record in read_records(bootstrap, plan_ranges(bootstrap, [topic])):
+        for verdict in verifier.feed(record):
+            if verdict.kind == "event" and verdict.status is Status.AUTHENTICATED:
+                latencies.append(record.timestamp_ms - verdict.record.timestamp_ms)
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    return {"seal_batch": seal_batch, "offered_per_s": rate or None, "achieved_per_s": total / elapsed,
+            "events": total, "authenticated": len(latencies), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
+            "max_ms": latencies[-1]}
 
 
 def settle(seconds: float = 1.0) -> None:
@@ -235,10 +306,14 @@ def settle(seconds: float = 1.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per signed run (default 100000)")
-    parser.add_argument("--batches", default="1,64,256,1024", help="seal batch sizes to measure")
+    default_batches = dict.fromkeys((1, 64, 256, 1024, 4096, DEFAULT_SEAL_BATCH))
+    parser.add_argument("--batches", default=",".join(map(str, default_batches)), help="seal batch sizes to measure")
     parser.add_argument("--json", dest="json_path", help="also write the results as JSON here")
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved raw / signed / pure-Python rounds for the target row (default 5)")
+    parser.add_argument("--latency-rates", default="500,5000,20000,50000,0",
+                        help="offered events/s for the authentication-latency runs, 0 = unpaced ('' to skip)")
+    parser.add_argument("--latency-batches", default="1024,4096", help="seal batches of the latency runs")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
     identity = Identity.generate("bench")
@@ -267,13 +342,19 @@ def main(argv: list[str] | None = None) -> int:
         breakdown = bench_breakdown(identity, min(args.events, 50_000))
         breakdown["raw_produce_call_us"] = 1e6 / raw_rate
         results["breakdown_us_per_event"] = breakdown
-        print("per event: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown.items()), file=sys.stderr)
+        print(f"per event (seal batch {DEFAULT_SEAL_BATCH}): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in breakdown.items()), file=sys.stderr)
+        if DEFAULT_SEAL_BATCH != OLD_DEFAULT_BATCH:
+            old_breakdown = bench_breakdown(identity, min(args.events, 50_000), seal_batch=OLD_DEFAULT_BATCH)
+            results["breakdown_us_per_event_batch_1024"] = old_breakdown
+            print("per event (seal batch 1024): " + ", ".join(f"{k} {v:.2f}" for k, v in old_breakdown.items()),
+                  file=sys.stderr)
         if speedups.enabled():
             with pure_python() as store:
                 pure = bench_breakdown(identity, min(args.events, 50_000), store)
             results["breakdown_us_per_event_pure_python"] = pure
-            print("per event, pure Python: " + ", ".join(f"{k} {v:.1f}" for k, v in pure.items()), file=sys.stderr)
-        default_batch = 1024
+            print("per event, pure Python: " + ", ".join(f"{k} {v:.2f}" for k, v in pure.items()), file=sys.stderr)
+        default_batch = DEFAULT_SEAL_BATCH
         for bulk in (False, True):
             api = "produce_many" if bulk else "produce"
             for batch in batches:
@@ -319,6 +400,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds > 0:
             results["target_rounds"] = bench_rounds(bootstrap, trust, identity, run_id, raw_topic, raw_values, keys,
                                                     args.events, args.rounds)
+        latency_rates = [int(r) for r in args.latency_rates.split(",") if r.strip()]
+        results["auth_latency"] = []
+        for batch in [int(b) for b in args.latency_batches.split(",") if b.strip()] if latency_rates else []:
+            for rate in latency_rates:
+                row = bench_latency(bootstrap, trust, identity, run_id, batch, rate, 2.0)
+                results["auth_latency"].append(row)
+                print(f"auth latency, seal batch {batch:>5}, offered {rate or 'max':>6}/s "
+                      f"(achieved {row['achieved_per_s']:,.0f}/s): p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                      f"max {row['max_ms']} ms ({row['authenticated']}/{row['events']} authenticated)",
+                      file=sys.stderr)
     print(json.dumps(results, indent=2))
     if args.json_path:
         with open(args.json_path, "w") as fh:

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
         description="retention.ms for newly provisioned event topics; -1 keeps the log forever (it is the "
         "source of truth). The embedded Tansu broker stores this config but was not seen to enforce it.",
     )
-    seal_batch: int = Field(default=1024, ge=1, description="Events per producer seal (Merkle batch).")
+    seal_batch: int = Field(default=4096, ge=1,
+                            description="Events per producer seal (Merkle batch); see docs/benchmarks.md, Ingest.")
     seal_interval_ms: int = Field(default=200, ge=1, description="Longest time an event waits for its seal.")
     ledger: bool = Field(default=True, description="Workers append authenticated events to the Merkle ledger.")
     ledger_hash: str = Field(default="sha256", pattern="^(sha256|sha3-256)$",
