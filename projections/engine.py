@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from swarmlog.projections.access import store_access
 from swarmlog.projections.base import (
     Derived,
     EventContext,
@@ -25,7 +26,6 @@ from swarmlog.projections.base import (
     Projection,
     StateStore,
     Stores,
-    fold,
     mark_key_of,
 )
 from swarmlog.streams import speedups
@@ -242,9 +242,11 @@ class Engine:
         self._plans: dict[tuple[bytes, str], tuple[Callable[[bytes], dict[str, Any]] | None,
                                                    Callable[[dict[str, Any]], bool] | None]] = {}
         self._mark_keys: dict[tuple[bytes, str], str] = {}
-        # per event type: (projection, its stores) of every projection folding it, in order
-        self._folds: dict[str, list[tuple[Projection, Stores]]] = {
-            t: [(p, self._stores_for[p.name]) for p in ps] for t, ps in self._by_type.items()}
+        # per event type: (projection, its stores, get and put of its own store) of every projection
+        # folding it, in order; get/put are the dict's own methods for a MemoryStore (see _apply)
+        self._folds: dict[str, list[tuple[Projection, Stores, Callable[[str], Any], Callable[[str, Any], None]]]] = {
+            t: [(p, self._stores_for[p.name], *store_access(self._stores_for[p.name].own)) for p in ps]
+            for t, ps in self._by_type.items()}
 
     # ------------------------------------------------------------------ feeding
     def feed(self, record: RawRecord) -> Outcome:
@@ -374,6 +376,11 @@ class Engine:
             decode = _direct_decoder(writer.decode_body, writer.full_name)
         if reader is not None:
             check = _float_checker(reader.parsed, store.named_types)
+            native_check = getattr(speedups.native, "all_finite", None)
+            if check is not None and native_check is not None:
+                # the same verdict: the specialised check walks exactly the fields that can hold floats,
+                # the C walk all of them (the others hold none); in one C call
+                check = native_check
         if len(self._plans) > 10_000:
             self._plans.clear()
         plan = self._plans[key] = (decode, check)
@@ -410,17 +417,23 @@ class Engine:
                 self._mark_keys.clear()
             mark_key = self._mark_keys[stream_key] = mark_key_of(event)
         applied = False
-        for projection, stores in folds:
+        seq = event.seq
+        for projection, stores, get, put in folds:
+            # base.fold(projection, stores, event, payload, ctx, mark_key), inlined: the same mark check
+            # and writes, through the store's get/put (a MemoryStore's dict methods: no frame per call)
+            mark = get(mark_key)
+            if isinstance(mark, int) and seq <= mark:
+                outcome.duplicates_skipped += 1
+                continue
             try:
-                derived = fold(projection, stores, event, payload, ctx, mark_key)
+                derived = projection.apply(stores, ctx, payload)
             except InvalidEvent as exc:
+                put(mark_key, seq)
                 self._count(exc.reason)
                 outcome.dead_letters.append(DeadLetter(exc.reason, f"{projection.name}: {exc.detail}", record, event))
                 outcome.derived.extend((event, d) for d in exc.derived)
                 continue
-            if derived is None:
-                outcome.duplicates_skipped += 1
-                continue
+            put(mark_key, seq)
             applied = True
             if derived:
                 outcome.derived.extend((event, d) for d in derived)

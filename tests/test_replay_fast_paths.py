@@ -1,0 +1,189 @@
+"""The replay3 fast paths against the code they shortcut.
+
+Why these tests: the fold path now reads and writes in-memory stores through their dict's own
+methods (``projections.access.store_access``), the engine inlines ``base.fold`` and checks payloads
+for NaN/∞ in C (``_speedups.all_finite``), and the verifier inlines the usual unsigned event of a
+batch. Each is only allowed to be faster: the state, marks, outcomes and verdicts must be the ones
+the general path (a store with its own methods, ``base.fold``, ``engine._finite``) gives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmlog.projections.access import store_access
+from swarmlog.projections.base import JSON, InvalidEvent, MemoryStore, Stores, canonical_json, fold, snapshot
+from swarmlog.projections.engine import Engine, _finite
+from swarmlog.projections.registry import RegistryProjection
+from swarmlog.streams import speedups
+from swarmlog.streams import verify as verify_module
+from swarmlog.streams.envelope import Event
+from swarmlog.streams.identity import Identity
+from swarmlog.streams.verify import RawRecord
+from tests.test_replay_batch import _outcome_rows, _registry_log
+
+native = speedups.native
+
+
+class CountingStore(MemoryStore):
+    """A store with its own get/put (as a RocksDB table has): ``store_access`` must keep its methods."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def get(self, key: str) -> JSON | None:
+        self.calls += 1
+        return super().get(key)
+
+    def put(self, key: str, value: JSON) -> None:
+        self.calls += 1
+        super().put(key, value)
+
+
+@pytest.fixture(scope="module")
+def alice() -> Identity:
+    return Identity.generate("alice")
+
+
+@pytest.fixture(scope="module")
+def bob() -> Identity:
+    return Identity.generate("bob")
+
+
+# ---------------------------------------------------------------------------- store access
+def test_store_access_uses_the_dict_of_a_plain_memory_store_only() -> None:
+    plain = MemoryStore()
+    get, put = store_access(plain)
+    put("k", [1])
+    assert get("k") == [1] and plain.get("k") == [1] and get("missing") is None
+    counting = CountingStore()
+    get, put = store_access(counting)
+    put("k", 2)
+    assert get("k") == 2 and counting.calls == 2  # its own methods, not its dict's
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_registry_state_through_the_fast_store_equals_a_store_with_its_own_methods(alice: Identity, bob: Identity,
+                                                                                 seed: int) -> None:
+    """The whole log (registrations, heartbeats, refusals, duplicates, garbage) folded into a plain
+    MemoryStore (dict fast path) and into a store with its own methods: same outcome, same state and marks."""
+    records = _registry_log(alice, bob, seed, beats=400)
+    fast = Engine([RegistryProjection()])
+    slow_store = CountingStore()
+    slow = Engine([RegistryProjection()], {"registry": slow_store})
+    got, expected = fast.feed_many(records), slow.feed_many(records)
+    got.extend(fast.finish())
+    expected.extend(slow.finish())
+    assert _outcome_rows(got) == _outcome_rows(expected)
+    assert list(fast.counts.items()) == list(slow.counts.items())
+    assert {"applied", "unknown-agent", "invalid-payload"} <= set(fast.counts)
+    assert slow_store.calls > 0
+    assert canonical_json(snapshot(fast.stores["registry"], include_marks=True)) == canonical_json(
+        snapshot(slow_store, include_marks=True))
+
+
+def test_inlined_fold_equals_base_fold_on_redelivery_and_refusal(alice: Identity, bob: Identity) -> None:
+    """``Engine._apply`` inlines ``base.fold``: the same state and marks, refused events marked, and a
+    redelivery (a restarted reader: new verifier, same store) skipped event by event."""
+    records = _registry_log(alice, bob, seed=3, beats=300)
+    engine = Engine([RegistryProjection()])
+    outcome = engine.feed_many(records)
+    reference_store = MemoryStore()
+    projection, stores = RegistryProjection(), Stores(reference_store, {})
+
+    def fold_all() -> tuple[int, int]:
+        skipped = refused = 0
+        for _record, event in outcome.authenticated:
+            if event.event_type not in RegistryProjection.event_types:
+                continue  # not folded here (the identity documents): no mark either
+            payload = event.decode_payload()
+            if not _finite(payload):
+                continue  # the engine dead-letters these before any fold
+            try:
+                if fold(projection, stores, event, payload) is None:
+                    skipped += 1
+            except InvalidEvent:
+                refused += 1
+        return skipped, refused
+
+    skipped, refused = fold_all()
+    assert skipped == outcome.duplicates_skipped and refused > 0  # skipped: released after a later seq's mark
+    assert canonical_json(snapshot(engine.stores["registry"], include_marks=True)) == canonical_json(
+        snapshot(reference_store, include_marks=True))
+    again = Engine([RegistryProjection()], {"registry": engine.stores["registry"]}).feed_many(records)
+    skipped_again, _ = fold_all()
+    assert again.applied == [] and again.duplicates_skipped == skipped_again > 0
+
+
+# ---------------------------------------------------------------------------- the finiteness check in C
+class Real(float):
+    pass
+
+
+class Mapping(dict[str, Any]):
+    pass
+
+
+_bad = st.sampled_from([math.nan, math.inf, -math.inf])
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=3), st.binary(max_size=3),
+                  st.floats(), _bad, st.floats(allow_nan=True).map(Real))
+_json = st.recursive(_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    st.dictionaries(st.text(max_size=3), inner, max_size=3).map(Mapping)), max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json)
+def test_all_finite_says_what_the_python_walk_says(value: Any) -> None:
+    if native is None:
+        pytest.skip("C extension not built (no compiler) or SWARMLOG_SPEEDUPS=0")
+    assert native.all_finite(value) is _finite(value)
+
+
+def test_all_finite_on_deep_nesting_raises_recursion_error_as_python_does() -> None:
+    if native is None:
+        pytest.skip("C extension not built (no compiler) or SWARMLOG_SPEEDUPS=0")
+    deep: Any = [1.0]
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        native.all_finite(deep)
+    assert native.all_finite([[[[math.inf]]]]) is False and native.all_finite({"a": [{"b": 1.5}]}) is True
+
+
+def test_engine_dead_letters_non_finite_payloads_with_and_without_c(alice: Identity, bob: Identity,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    records = _registry_log(alice, bob, seed=1, beats=400)
+    with_c = Engine([RegistryProjection()])
+    got = with_c.feed_many(records)
+    monkeypatch.setattr(speedups, "native", None)
+    without = Engine([RegistryProjection()])
+    expected = without.feed_many(records)
+    assert _outcome_rows(got) == _outcome_rows(expected)
+    assert any(d.detail == "NaN or infinite number" for d in expected.dead_letters)
+    assert canonical_json(snapshot(with_c.stores["registry"], include_marks=True)) == canonical_json(
+        snapshot(without.stores["registry"], include_marks=True))
+
+
+# ---------------------------------------------------------------------------- C slot filling
+def test_slot_filling_functions_refuse_non_slot_names_alike() -> None:
+    """decode_events and slot_objects share one member check: the same refusal, named after the caller."""
+    if native is None:
+        pytest.skip("C extension not built (no compiler) or SWARMLOG_SPEEDUPS=0")
+    plain = type("Plain", (), dict.fromkeys(verify_module._EVENT_SLOTS))  # attributes, but no slots
+    with pytest.raises(TypeError, match="slot_objects: every name must be a __slots__ member"):
+        native.slot_objects(plain, ("event_id",), (b"x",), 1)
+    codec = verify_module.EnvelopeCodec(verify_module.default_store())
+    header = verify_module.MAGIC + codec.envelope_fingerprint
+    with pytest.raises(TypeError, match="decode_events: every name must be a __slots__ member"):
+        native.decode_events(codec.entry.decode_body, header, plain, verify_module._EVENT_SLOTS, [])
+    with pytest.raises(AttributeError):
+        native.slot_objects(RawRecord, ("topic", "nope"), ("t", 1), 1)
+    built = native.slot_objects(Event, ("lane", "seq"), ("agents/0", [1, 2]), 2)
+    assert [(e.lane, e.seq) for e in built] == [("agents/0", 1), ("agents/0", 2)]
