@@ -13,11 +13,20 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from swarmlog.projections.access import store_access
-from swarmlog.projections.base import JSON, InvalidEvent, MemoryStore, Stores, canonical_json, fold, snapshot
+from swarmlog.projections.base import (
+    JSON,
+    EventContext,
+    InvalidEvent,
+    MemoryStore,
+    Stores,
+    canonical_json,
+    fold,
+    snapshot,
+)
 from swarmlog.projections.engine import Engine, _finite
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.streams import speedups
@@ -25,6 +34,7 @@ from swarmlog.streams import verify as verify_module
 from swarmlog.streams.envelope import Event
 from swarmlog.streams.identity import Identity
 from swarmlog.streams.verify import RawRecord
+from tests.test_registry import check_registry, deregistered, health_changed, heartbeat, receipt, registered
 from tests.test_replay_batch import _outcome_rows, _registry_log
 
 native = speedups.native
@@ -187,3 +197,69 @@ def test_slot_filling_functions_refuse_non_slot_names_alike() -> None:
         native.slot_objects(RawRecord, ("topic", "nope"), ("t", 1), 1)
     built = native.slot_objects(Event, ("lane", "seq"), ("agents/0", [1, 2]), 2)
     assert [(e.lane, e.seq) for e in built] == [("agents/0", 1), ("agents/0", 2)]
+
+
+# ---------------------------------------------------------------------------- the unchanged-heartbeat path
+class FullPath(RegistryProjection):
+    skip_unchanged = False
+
+
+_agents = st.sampled_from(["a0", "a1", "a2"])
+_heartbeat = st.tuples(st.just("heartbeat"), _agents, st.sampled_from([1.0, 0.0, -0.0]),
+                       st.sampled_from([20.0, 0.0, -0.0]), st.sampled_from([None, 0.9, 0.0, -0.0]),
+                       st.sampled_from([None, 4]), st.sampled_from([0, 5_000, 60_000]), st.integers(0, 9))
+_op = st.one_of(
+    _heartbeat, _heartbeat, _heartbeat, _heartbeat,
+    st.tuples(st.just("registered"), _agents, st.sampled_from([None, 0.0, 20.0]), st.sampled_from([None, 0.0, 0.9])),
+    st.tuples(st.just("routed"), _agents),
+    st.tuples(st.just("receipt"), _agents, st.integers(1, 900), st.booleans(), st.integers(0, 400_000)),
+    st.tuples(st.just("health"), _agents, st.sampled_from(["HEALTHY", "FAILED", "DEGRADED"])),
+    st.tuples(st.just("deregistered"), _agents),
+)
+
+
+def _payload(op: tuple[Any, ...]) -> tuple[str, dict[str, Any]]:
+    kind, agent = op[0], op[1]
+    if kind == "registered":
+        return "agents.registered", registered(agent, ["db.query", "ml.inference"], latency=op[2], reliability=op[3])
+    if kind == "heartbeat":
+        return "agents.heartbeat", heartbeat(agent, health=op[2], latency=op[3], reliability=op[4],
+                                             max_concurrency=op[5], interval_ms=op[6], load=op[7])
+    if kind == "routed":
+        return "commands.routed", {"agent_id": agent, "capability": "db.query"}
+    if kind == "receipt":
+        return "commands.receipt", receipt("c", agent, "db.query", duration=op[2], success=op[3], finished=op[4])
+    if kind == "health":
+        return "agents.health_changed", health_changed(agent, op[2], 0.8)
+    return "agents.deregistered", deregistered(agent)
+
+
+_REG = ("registered", "a0", None, None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops=st.lists(st.tuples(_op, st.integers(0, 60_000)), max_size=40))
+@example(ops=[(_REG, 0), (("heartbeat", "a0", 1.0, 0.0, None, None, 0, 0), 1),
+              (("heartbeat", "a0", 1.0, -0.0, None, None, 0, 0), 2)])  # a signed zero must not be skipped
+@example(ops=[(_REG, 0), (("heartbeat", "a0", 1.0, 20.0, None, None, 0, 0), 1), (("receipt", "a0", 5, True, 9), 50_000),
+              (("heartbeat", "a0", 1.0, 20.0, None, None, 0, 0), 2)])  # the receipt's later time keeps it live
+def test_unchanged_heartbeats_write_what_the_full_commit_writes(ops: list[tuple[tuple[Any, ...], int]]) -> None:
+    """Repeated self-reports (the skip), changed ones, signed zeros, receipts and routed commands between
+    them, health changes and deregistrations, times out of order: byte-identical state with and without
+    the skip."""
+    fast_store, full_store = MemoryStore(), MemoryStore()
+    fast, full = RegistryProjection(), FullPath()
+    for i, (op, ts) in enumerate(ops):
+        event_type, payload = _payload(op)
+        subject = op[1] if event_type.startswith("agents.") else "c"
+        ctx = EventContext(f"id{i}", event_type, "did:key:z", subject, ts, "agents/0", i, "00")
+        outcomes = []
+        for projection, store in ((fast, fast_store), (full, full_store)):
+            try:
+                projection.apply(Stores(store, {}), ctx, payload)
+                outcomes.append("ok")
+            except InvalidEvent as exc:
+                outcomes.append(exc.reason)
+        assert outcomes[0] == outcomes[1]
+    assert canonical_json(snapshot(fast_store)) == canonical_json(snapshot(full_store))
+    check_registry(fast_store)
