@@ -9,6 +9,7 @@ the general path (a store with its own methods, ``base.fold``, ``engine._finite`
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -27,7 +28,7 @@ from swarmlog.projections.base import (
     fold,
     snapshot,
 )
-from swarmlog.projections.engine import Engine, _finite
+from swarmlog.projections.engine import Engine, Outcome, _finite
 from swarmlog.projections.registry import RegistryProjection
 from swarmlog.streams import speedups
 from swarmlog.streams import verify as verify_module
@@ -263,3 +264,27 @@ def test_unchanged_heartbeats_write_what_the_full_commit_writes(ops: list[tuple[
         assert outcomes[0] == outcomes[1]
     assert canonical_json(snapshot(fast_store)) == canonical_json(snapshot(full_store))
     check_registry(fast_store)
+
+
+# ---------------------------------------------------------------------------- payload decoding in the engine
+@pytest.mark.parametrize("damage", ["trailing", "truncated", "fine"])
+def test_damaged_payloads_are_dead_lettered_with_the_decoder_s_reason(alice: Identity, bob: Identity,
+                                                                     damage: str) -> None:
+    """The engine calls the compiled body decoder itself (no wrapper): a body with trailing bytes or
+    cut short is still refused as invalid-payload, with the reason ``SchemaStore.decode_body`` gives."""
+    records = _registry_log(alice, bob, seed=0, beats=40)
+    outcome = Engine([RegistryProjection()]).feed_many(records)
+    record, event = next((r, e) for r, e in outcome.authenticated if e.event_type == "agents.heartbeat")
+    body = event.payload_bytes
+    damaged = {"trailing": body + b"\x00\x00", "truncated": body[:3], "fine": body}[damage]
+    engine = Engine([RegistryProjection()])
+    got = Outcome()
+    engine._apply(record, dataclasses.replace(event, payload_bytes=damaged), got)
+    if damage == "fine":
+        assert got.dead_letters == [] or got.dead_letters[0].reason == "unknown-agent"
+        return
+    [letter] = got.dead_letters
+    assert letter.reason == "invalid-payload" and engine.counts == {"invalid-payload": 1}
+    expected = ("2 trailing bytes after swarmlog.agents.AgentHeartbeat body" if damage == "trailing"
+                else "undecodable swarmlog.agents.AgentHeartbeat body: ")
+    assert letter.detail.startswith(expected)
