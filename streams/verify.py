@@ -511,43 +511,48 @@ class Verifier:
         sealed_upto = lane.sealed_upto
         remembered: list[tuple[int, bytes]] = []
         seq = first - 1
+        problems = self.problems
         for digest in leaves:
             seq += 1
             candidates = pending.pop(seq, None)
-            if candidates is not None and len(candidates) == 1 and seq > sealed_upto and not inline_ok:
-                # the common case, decided exactly as the general branch below would
-                only = candidates[0]
-                if only.event.hash == digest:
-                    self._accept(lane_name, seq, only, prev, digest, remembered, chosen_in_order)
+            if (candidates is not None and len(candidates) == 1 and seq > sealed_upto and not inline_ok
+                    and candidates[0].event.hash == digest):
+                chosen = candidates[0]  # the common case, decided as the general branch decides it
+            else:
+                if candidates is None:
+                    candidates = []
+                if seq in inline_ok:
+                    inline_ok.discard(seq)
+                    for cand in candidates:
+                        out.append(Verdict(Status.FORGED, cand.record, cand.event,
+                                           f"{lane_name} seq {seq} is not the sealed event"))
                     prev = digest
                     continue
-            if candidates is None:
-                candidates = []
-            if seq in inline_ok:
-                inline_ok.discard(seq)
+                if seq <= sealed_upto:
+                    continue  # a second copy of an older seal
+                found: _Candidate | None = None
                 for cand in candidates:
-                    out.append(Verdict(Status.FORGED, cand.record, cand.event,
-                                       f"{lane_name} seq {seq} is not the sealed event"))
-                prev = digest
-                continue
-            if seq <= sealed_upto:
-                continue  # a second copy of an older seal
-            chosen: _Candidate | None = None
-            for cand in candidates:
-                if chosen is None and cand.event.hash == digest:
-                    chosen = cand
-                else:
-                    out.append(Verdict(Status.FORGED, cand.record, cand.event,
-                                       f"{lane_name} seq {seq} is not the sealed event"))
-            if chosen is None and seq in lane.given_up:
-                self.problems.append(Problem("sealed-after-give-up", lane_name, seq,
-                                             "sealed after it was dead-lettered as unsealed", record.position))
-            elif chosen is None and (self.from_start or 0 <= lane.min_seen <= seq):
-                self.problems.append(Problem("missing", lane_name, seq,
-                                             f"sealed event {digest.hex()[:16]}… never arrived",
-                                             record.position))
-            elif chosen is not None:
-                self._accept(lane_name, seq, chosen, prev, digest, remembered, chosen_in_order)
+                    if found is None and cand.event.hash == digest:
+                        found = cand
+                    else:
+                        out.append(Verdict(Status.FORGED, cand.record, cand.event,
+                                           f"{lane_name} seq {seq} is not the sealed event"))
+                if found is None:
+                    if seq in lane.given_up:
+                        problems.append(Problem("sealed-after-give-up", lane_name, seq,
+                                                "sealed after it was dead-lettered as unsealed", record.position))
+                    elif self.from_start or 0 <= lane.min_seen <= seq:
+                        problems.append(Problem("missing", lane_name, seq,
+                                                f"sealed event {digest.hex()[:16]}… never arrived", record.position))
+                    prev = digest
+                    continue
+                chosen = found
+            # accepted (one place for both branches): check its chain link, remember it, release it
+            if prev is not None and chosen.event.prev_hash != prev:
+                problems.append(Problem("chain-broken", lane_name, seq,
+                                        "prev_hash does not match the predecessor's hash", chosen.record.position))
+            remembered.append((seq, digest))
+            chosen_in_order.append(chosen)
             prev = digest
         if remembered:  # nothing above reads ``recent``: remembering them in one go keeps the same window
             recent = lane.recent
@@ -587,18 +592,6 @@ class Verifier:
             lane.sealed_upto = last
             lane.sealed_hash = leaves[-1]
         return out
-
-    def _accept(self, lane_name: str, seq: int, chosen: _Candidate, prev: bytes | None, digest: bytes,
-                remembered: list[tuple[int, bytes]], chosen_in_order: list[_Candidate]) -> None:
-        """The sealed event of ``seq`` arrived: check its chain link, queue it to remember and release.
-
-        One place for the fast path and the general branch of ``_apply_seal``, so they cannot drift.
-        """
-        if prev is not None and chosen.event.prev_hash != prev:
-            self.problems.append(Problem("chain-broken", lane_name, seq,
-                                         "prev_hash does not match the predecessor's hash", chosen.record.position))
-        remembered.append((seq, digest))
-        chosen_in_order.append(chosen)
 
     # ------------------------------------------------------------------ giving up
     def _unsealed(self, lane: _LaneState, cand: _Candidate, reason: str) -> Verdict:

@@ -34,7 +34,8 @@ from swarmlog.streams import speedups
 from swarmlog.streams import verify as verify_module
 from swarmlog.streams.envelope import Event
 from swarmlog.streams.identity import Identity
-from swarmlog.streams.verify import RawRecord
+from swarmlog.streams.verify import RawRecord, Verifier
+from tests.support.logs import LogBuilder
 from tests.test_registry import check_registry, deregistered, health_changed, heartbeat, receipt, registered
 from tests.test_replay_batch import _outcome_rows, _registry_log
 
@@ -288,3 +289,31 @@ def test_damaged_payloads_are_dead_lettered_with_the_decoder_s_reason(alice: Ide
     expected = ("2 trailing bytes after swarmlog.agents.AgentHeartbeat body" if damage == "trailing"
                 else "undecodable swarmlog.agents.AgentHeartbeat body: ")
     assert letter.detail.startswith(expected)
+
+
+# ---------------------------------------------------------------------------- chain links at seal time
+@pytest.mark.parametrize("use_c", [True, False])
+@pytest.mark.parametrize("broken_seq", [2, 4])  # inside the first seal; the first event of the second seal
+def test_a_broken_prev_hash_is_reported_once_and_the_event_still_authenticated(
+        alice: Identity, monkeypatch: pytest.MonkeyPatch, use_c: bool, broken_seq: int) -> None:
+    """``_apply_seal`` checks each accepted event's chain link (fast path and general branch share it):
+    one chain-broken problem at the event whose prev_hash is not its predecessor's hash, per record or batch."""
+    if use_c and native is None:
+        pytest.skip("C extension not built (no compiler) or SWARMLOG_SPEEDUPS=0")
+    if not use_c:
+        monkeypatch.setattr(speedups, "native", None)
+    log = LogBuilder(partitions=1)
+    for i in range(6):
+        if i == broken_seq:
+            lane = log.writer(alice)._lanes[("agents", 0)]
+            lane.last_hash = b"\x07" * 32  # the producer chains this event to a hash that is not its predecessor's
+        log.append(alice, "agents.registered", registered(f"a{i}", ["db.query"]), timestamp_ms=i + 1)
+        if i == 3:
+            log.seal(alice)
+    log.seal(alice)
+    one, many = Verifier(), Verifier()
+    by_record = [v for r in log.records for v in one.feed(r)]
+    batched = many.feed_many(log.records)
+    for verifier, verdicts in ((one, by_record), (many, batched)):
+        assert [(p.kind, p.seq) for p in verifier.problems] == [("chain-broken", broken_seq)]
+        assert sum(v.ok and v.kind == "event" for v in verdicts) == 7  # identity document + 6 events
