@@ -17,6 +17,7 @@ def store_access(store: StateStore) -> tuple[Getter, Putter]:
     Why: on replay (in-memory stores) a heartbeat reads and writes the store nine times (the
     engine's idempotence mark included), and each call through ``MemoryStore``'s Python methods
     cost a frame: ≈ 2 µs per heartbeat in all. Other stores (RocksDB tables) keep their methods.
+    The pair stays valid as long as the store's ``data`` dict is not replaced (nothing does).
     """
     if type(store) is MemoryStore:
         data = store.data
