@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from swarmlog.projections.access import store_access
 from swarmlog.projections.base import (
     Derived,
     EventContext,
@@ -25,11 +26,10 @@ from swarmlog.projections.base import (
     Projection,
     StateStore,
     Stores,
-    fold,
     mark_key_of,
 )
 from swarmlog.streams import speedups
-from swarmlog.streams.codec import CodecError, MalformedDataError, SchemaStore, default_store
+from swarmlog.streams.codec import CodecError, SchemaStore, default_store
 from swarmlog.streams.envelope import Event
 from swarmlog.streams.verify import RawRecord, Status, Verdict, Verifier, gc_paused
 
@@ -138,22 +138,10 @@ def _has_floats(schema: Any, named: Mapping[str, Any], seen: frozenset[str] = fr
     return False
 
 
-def _direct_decoder(decode_body: Callable[[bytes, int], tuple[Any, int]], name: str
-                    ) -> Callable[[bytes], dict[str, Any]]:
-    """The compiled decoder of a current schema, with ``SchemaStore.decode_body``'s checks."""
-
-    def decode(data: bytes) -> dict[str, Any]:
-        try:
-            value, end = decode_body(data, 0)
-        except (IndexError, ValueError, struct.error, OverflowError) as exc:
-            raise MalformedDataError(f"undecodable {name} body: {exc}") from None
-        if end != len(data):
-            raise MalformedDataError(f"{len(data) - end} trailing bytes after {name} body")
-        if type(value) is not dict:
-            raise MalformedDataError("payload is not a record")
-        return value
-
-    return decode
+_DECODE_ERRORS = (IndexError, ValueError, struct.error, OverflowError)
+# (compiled body decoder of the writer schema or None, schema name, finiteness check or None, folds)
+_Plan = tuple[Callable[[bytes, int], tuple[Any, int]] | None, str, Callable[[dict[str, Any]], bool] | None,
+              list[tuple[Projection, Stores, Callable[[str], Any], Callable[[str, Any], None]]]]
 
 
 def _float_checker(schema: Any, named: Mapping[str, Any]) -> Callable[[dict[str, Any]], bool] | None:
@@ -238,13 +226,14 @@ class Engine:
             p.name: Stores(self.stores[p.name], {n: self.stores[n] for n in p.reads}) for p in self.projections
         }
         self.counts: dict[str, int] = {}
-        # per (writer fingerprint, event type): a direct payload decoder and a finiteness check
-        self._plans: dict[tuple[bytes, str], tuple[Callable[[bytes], dict[str, Any]] | None,
-                                                   Callable[[dict[str, Any]], bool] | None]] = {}
+        # per (writer fingerprint, event type): see _plan
+        self._plans: dict[tuple[bytes, str], _Plan] = {}
         self._mark_keys: dict[tuple[bytes, str], str] = {}
-        # per event type: (projection, its stores) of every projection folding it, in order
-        self._folds: dict[str, list[tuple[Projection, Stores]]] = {
-            t: [(p, self._stores_for[p.name]) for p in ps] for t, ps in self._by_type.items()}
+        # per event type: (projection, its stores, get and put of its own store) of every projection
+        # folding it, in order; get/put are the dict's own methods for a MemoryStore (see _apply)
+        self._folds: dict[str, list[tuple[Projection, Stores, Callable[[str], Any], Callable[[str, Any], None]]]] = {
+            t: [(p, self._stores_for[p.name], *store_access(self._stores_for[p.name].own)) for p in ps]
+            for t, ps in self._by_type.items()}
 
     # ------------------------------------------------------------------ feeding
     def feed(self, record: RawRecord) -> Outcome:
@@ -352,9 +341,9 @@ class Engine:
             if n_auth:
                 counts["authenticated"] += n_auth
 
-    def _plan(self, event: Event) -> tuple[Callable[[bytes], dict[str, Any]] | None,
-                                           Callable[[dict[str, Any]], bool] | None]:
-        """How to decode and check payloads of this (writer schema, event type).
+    def _plan(self, event: Event) -> _Plan:
+        """How to fold events of this (writer schema, event type): (the writer's compiled body decoder
+        or None, the schema's name, the finiteness check or None, the folds of the type).
 
         Why: ``Event.decode_payload`` looks the schemas up and compares them on every call;
         when the writer schema is the current one (nearly always) the compiled decoder can
@@ -362,8 +351,16 @@ class Engine:
         fingerprints) keeps going through ``decode_payload``, which resolves or refuses it.
         """
         key = (event.payload_schema, event.event_type)
+        if len(self._plans) > 10_000:  # bounded: writer fingerprints are the producers' to choose
+            self._plans.clear()
+        folds = self._folds.get(event.event_type, [])
+        if not folds:  # nothing to decode: the event is counted as not folded
+            plan: _Plan = (None, "", None, folds)
+            self._plans[key] = plan
+            return plan
         store = self.schema_store
-        decode: Callable[[bytes], dict[str, Any]] | None = None
+        decode: Callable[[bytes, int], tuple[Any, int]] | None = None
+        name = ""
         check: Callable[[dict[str, Any]], bool] | None = _finite
         try:
             writer = store.by_fingerprint(event.payload_schema)
@@ -371,30 +368,47 @@ class Engine:
         except CodecError:
             writer = reader = None
         if writer is not None and reader is not None and reader.fingerprint == writer.fingerprint:
-            decode = _direct_decoder(writer.decode_body, writer.full_name)
+            decode, name = writer.decode_body, writer.full_name
         if reader is not None:
             check = _float_checker(reader.parsed, store.named_types)
-        if len(self._plans) > 10_000:
-            self._plans.clear()
-        plan = self._plans[key] = (decode, check)
+            native_check = getattr(speedups.native, "all_finite", None)
+            if check is not None and native_check is not None:
+                # the same verdict: the specialised check walks exactly the fields that can hold floats,
+                # the C walk all of them (the others hold none); in one C call
+                check = native_check
+        plan = self._plans[key] = (decode, name, check, folds)
         return plan
 
     def _apply(self, record: RawRecord, event: Event, outcome: Outcome, ctx: EventContext | None = None) -> None:
         """Decode, check and fold one authenticated event; ``ctx`` is ``EventContext.of(event)`` when
         the caller built it already."""
-        folds = self._folds.get(event.event_type)
-        if not folds:
-            self._count("not-folded")  # authentic, but no projection here folds this type
-            return
         plan = self._plans.get((event.payload_schema, event.event_type))
         if plan is None:
             plan = self._plan(event)
-        decode, check = plan
-        try:
-            payload = decode(event.payload_bytes) if decode is not None else event.decode_payload(self.schema_store)
-        except CodecError as exc:
+        decode, name, check, folds = plan
+        if not folds:
+            self._count("not-folded")  # authentic, but no projection here folds this type
+            return
+        problem = ""
+        if decode is not None:  # the compiled decoder, with SchemaStore.decode_body's checks
+            data = event.payload_bytes
+            try:
+                payload, end = decode(data, 0)
+            except _DECODE_ERRORS as exc:
+                problem = f"undecodable {name} body: {exc}"
+            else:
+                if end != len(data):
+                    problem = f"{len(data) - end} trailing bytes after {name} body"
+                elif type(payload) is not dict:
+                    problem = "payload is not a record"
+        else:
+            try:
+                payload = event.decode_payload(self.schema_store)
+            except CodecError as exc:
+                problem = str(exc)
+        if problem:
             self._count("invalid-payload")
-            outcome.dead_letters.append(DeadLetter("invalid-payload", str(exc), record, event))
+            outcome.dead_letters.append(DeadLetter("invalid-payload", problem, record, event))
             return
         if check is not None and not check(payload):
             self._count("invalid-payload")
@@ -410,17 +424,23 @@ class Engine:
                 self._mark_keys.clear()
             mark_key = self._mark_keys[stream_key] = mark_key_of(event)
         applied = False
-        for projection, stores in folds:
+        seq = event.seq
+        for projection, stores, get, put in folds:
+            # base.fold(projection, stores, event, payload, ctx, mark_key), inlined: the same mark check
+            # and writes, through the store's get/put (a MemoryStore's dict methods: no frame per call)
+            mark = get(mark_key)
+            if isinstance(mark, int) and seq <= mark:
+                outcome.duplicates_skipped += 1
+                continue
             try:
-                derived = fold(projection, stores, event, payload, ctx, mark_key)
+                derived = projection.apply(stores, ctx, payload)
             except InvalidEvent as exc:
+                put(mark_key, seq)
                 self._count(exc.reason)
                 outcome.dead_letters.append(DeadLetter(exc.reason, f"{projection.name}: {exc.detail}", record, event))
                 outcome.derived.extend((event, d) for d in exc.derived)
                 continue
-            if derived is None:
-                outcome.duplicates_skipped += 1
-                continue
+            put(mark_key, seq)
             applied = True
             if derived:
                 outcome.derived.extend((event, d) for d in derived)
