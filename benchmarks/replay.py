@@ -66,15 +66,18 @@ def registered(agent: str) -> dict[str, Any]:
 
 
 def heartbeat(agent: str, i: int, rnd: int = 0) -> dict[str, Any]:
-    """Heartbeat ``i`` of the log, in round ``rnd`` (the agent's ``rnd``-th heartbeat).
+    """Heartbeat ``i`` of the log, the agent's ``rnd``-th.
 
-    Why ``rnd`` is mixed in: with ``i`` alone every agent's heartbeats repeat its health and
-    latency (the agent count is a multiple of 10 and 50), and the registry skips the fitness
-    recomputation of a heartbeat that repeats the agent's self-report; real heartbeats carry
-    a fresh latency measurement, so the benchmark's do too.
+    Like a real agent's: a health score that is the agent's own and steady, and a fresh
+    latency measurement each time (±5 % jitter around the agent's own level). Why the
+    jitter matters: the registry skips the fitness recomputation of a heartbeat that
+    repeats the agent's self-report, so a log of identical heartbeats (what ``i`` alone gave,
+    1 000 agents being a multiple of 10 and 50) made the fold look cheaper than on a real log.
     """
-    return {"agent_id": agent, "health_score": 0.9 + ((i + rnd) % 10) / 100, "current_load": i % 17,
-            "latency_ms": 12.5 + ((i + 7 * rnd) % 50), "reliability": 0.99, "max_concurrency": 32,
+    level = 12.5 + (i % 50)
+    jitter = ((7 * rnd + i) % 11 - 5) / 100
+    return {"agent_id": agent, "health_score": 0.9 + (i % 10) / 100, "current_load": i % 17,
+            "latency_ms": round(level * (1 + jitter), 3), "reliability": 0.99, "max_concurrency": 32,
             "interval_ms": 5000, "resources": {"cpu": 0.42, "mem_gb": 3.5}}
 
 
