@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import weakref
@@ -56,7 +57,7 @@ from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
 from swarmlog.projections.ticks import TICK
-from swarmlog.streams.producer import EventProducer
+from swarmlog.streams.producer import EventProducer, ProduceError
 from swarmlog.streams.reader import plan_ranges, read_record_batches, read_records
 from swarmlog.streams.verify import RawRecord
 
@@ -377,7 +378,14 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
                           int((ev.message.timestamp or 0) * 1000))
                 for ev in events
             ]
-            outcome, pending = runtime.process(records, lambda i, batch=events: _set_current_event(batch[i]))
+            try:
+                outcome, pending = runtime.process(records, lambda i, batch=events: _set_current_event(batch[i]))
+            except ProduceError:
+                # undelivered changelog records: RocksDB was left behind the changelog and nothing of the batch
+                # was acked. Carrying on would fold the next batches on that stale state; a dead worker is
+                # restored from the changelog and its records redelivered (tests/test_changelog_crash.py)
+                log.critical("%s: table changelog delivery failed; stopping the worker hard", domain, exc_info=True)
+                os._exit(70)
             folded = clock()
             out = sink()
             out.emit(outcome)
