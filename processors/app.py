@@ -66,11 +66,11 @@ log = logging.getLogger(__name__)
 BATCH = 500
 BATCH_WITHIN_S = 0.2
 REPLICA_CATCH_UP_S = 120.0
-#: True: table writes go to RocksDB and the changelog directly (runtime.DirectTable), not through
-#: Faust's per-write path — 1.5x faster in benchmarks/projections.py, but OFF: in one CI run the
-#: SIGKILL failover test (tests/test_worker.py) found a live table one update short of the replay
-#: with it on, and nothing may be lost. False = Faust's own ``table[key] = value`` path.
-DIRECT_CHANGELOG = False
+#: True: table writes go to the changelog and then RocksDB directly (runtime.DirectTable), not through
+#: Faust's per-write path. On by default since the batch's changelog records are delivered before its
+#: RocksDB write (tests/test_changelog_crash.py: a worker killed between the two, in the old order, lost
+#: updates). False = Faust's own ``table[key] = value`` path (the benchmark's ``swarmlog_per_event``).
+DIRECT_CHANGELOG = True
 
 
 @dataclass(frozen=True)
