@@ -194,11 +194,17 @@ class WriteBehindStore(TableStore):
             groups.setdefault(partition, []).append(key)
         values, dirty, restore, write = self._values, self._dirty, self._restore, self._write
         write_group = getattr(self.table, "write_group", None)  # DirectTable: the whole group in one call
+        write_flush = getattr(self.table, "write_flush_group", None)  # ... and it builds the intent itself
         written = 0
         try:
             for partition, keys in groups.items():
                 restore(dirty[keys[0]][1])  # any record of the partition: same changelog partition
                 intent_key = f"{INTENT_PREFIX}{partition}"
+                if write_flush is not None:
+                    write_flush(partition, intent_key if len(keys) > 1 else None, [(k, values[k]) for k in keys],
+                                _DELETED)
+                    written += len(keys) + (2 if len(keys) > 1 else 0)
+                    continue
                 ops: list[tuple[str, Any]] = []
                 if len(keys) > 1:
                     ops.append((intent_key, [[k, None if values[k] is _DELETED else values[k], values[k] is _DELETED]
@@ -359,6 +365,7 @@ class DirectTable:
         self._encode_key, self._encode_value = _table_encoders(self.store)
         fast = self._encode_key is not self.store._encode_key
         self._decode_value: Callable[[bytes], Any] = json.loads if fast else self.store._decode_value
+        self._compose_intent = fast  # compact JSON: a list's bytes are its items' bytes joined
 
     def get(self, key: Any, default: Any = None) -> Any:
         # one RocksDB lookup (Faust's ``Mapping.get`` makes two: ``in``, then ``[]``)
@@ -378,7 +385,8 @@ class DirectTable:
         store, topic, send = self.store, self.topic, self.changelog.send
         encode_key, encode_value = self._encode_key, self._encode_value
         batch = self.changelog.local_batch(store, topic, partition)
-        key_index = store._key_index
+        key_index = store._key_index  # Faust's key → partition cache: no entry per put (its restore adds none
+        # either; a read tries the current record's partition first), but never a stale one for a deleted key
         for key, value in ops:
             key_bytes = encode_key(key)
             if value is deleted:
@@ -389,7 +397,44 @@ class DirectTable:
                 value_bytes = encode_value(value)
                 send(store, topic, partition, key_bytes, value_bytes)
                 batch.put(key_bytes, value_bytes)
-                key_index[key_bytes] = partition
+
+    def write_flush_group(self, partition: int, intent_key: str | None, items: Sequence[tuple[str, Any]],
+                          deleted: Any) -> None:
+        """One partition's group of ``WriteBehindStore.flush``: the intent (if ``intent_key``), the keys, the
+        intent deleted — the same records ``write_group`` sends for those ops, for less.
+
+        Why: the intent holds every key and value of the group, so building and encoding it cost as much
+        as the keys themselves (profiled: a third of the flush). Each key and value is encoded once and
+        the intent's bytes are joined from them — byte-identical to encoding the intent list, since the
+        fast encoder is compact JSON (``_table_encoders`` checks it), else the intent is encoded as before.
+        Locally the group is one ``WriteBatch``, atomic by itself, so the intent is only deleted there
+        (a restore applies its put and its delete: the same end state).
+        """
+        store, topic, send = self.store, self.topic, self.changelog.send
+        encode_key, encode_value = self._encode_key, self._encode_value
+        batch = self.changelog.local_batch(store, topic, partition)
+        encoded = [(encode_key(key), None if value is deleted else encode_value(value)) for key, value in items]
+        intent_bytes = b""
+        if intent_key is not None:
+            intent_bytes = encode_key(intent_key)
+            intent: bytes | None
+            if self._compose_intent:
+                intent = b"[" + b",".join(b"[%s,null,true]" % k if v is None else b"[%s,%s,false]" % (k, v)
+                                          for k, v in encoded) + b"]"
+            else:
+                intent = encode_value([[k, None if v is deleted else v, v is deleted] for k, v in items])
+            send(store, topic, partition, intent_bytes, intent)
+        key_index = store._key_index
+        for key_bytes, value_bytes in encoded:
+            send(store, topic, partition, key_bytes, value_bytes)
+            if value_bytes is None:
+                batch.delete(key_bytes)
+                key_index.pop(key_bytes, None)
+            else:
+                batch.put(key_bytes, value_bytes)
+        if intent_key is not None:
+            send(store, topic, partition, intent_bytes, None)
+            batch.delete(intent_bytes)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.write_group(self.partition(), [(key, value)], _DELETED)

@@ -166,3 +166,42 @@ def test_write_group_writes_what_single_writes_write(tmp_path: Path) -> None:
                          (direct.get("a"), direct.get("b"), direct.get("__flush/1"))))
     assert outcomes[0] == outcomes[1]
     assert outcomes[1][2] == (1, None, None)
+
+
+_GONE = object()  # stands for a deleted key in the strategy below
+
+
+@settings(max_examples=40, deadline=None)
+@given(items=st.dictionaries(st.text(max_size=6), json_values | st.just(_GONE), min_size=1, max_size=6),
+       with_intent=st.booleans())
+def test_flush_group_sends_the_bytes_of_the_intent_ops(tmp_path_factory: pytest.TempPathFactory,
+                                                        items: dict[str, Any], with_intent: bool) -> None:
+    """``write_flush_group`` joins the intent's bytes from the encoded keys and values: the changelog must get
+    exactly what ``write_group`` sends for (intent, keys, intent deleted), and RocksDB end the same."""
+    from swarmlog.processors.runtime import _DELETED
+
+    pairs = [(k, _DELETED if v is _GONE else v) for k, v in items.items()]
+    intent_key = "__flush/1"
+    ops: list[tuple[str, Any]] = list(pairs)
+    if with_intent:
+        intent = [[k, None if v is _DELETED else v, v is _DELETED] for k, v in pairs]
+        ops = [(intent_key, intent), *pairs, (intent_key, _DELETED)]
+    outcomes = []
+    for mode in ("ops", "flush_group"):
+        app = faust.App(f"fg-{mode}", store="rocksdb://", datadir=str(tmp_path_factory.mktemp(mode)),
+                        topic_partitions=4)
+        table = app.Table("t", default=None, partitions=4)
+        kafka = RecordingKafka()
+        direct = DirectTable(table, ChangelogProducer("unused:9092", kafka=kafka), lambda: 1)
+        keep = _in_partition(1)
+        direct["stale"] = "x"  # a key some groups delete
+        direct.changelog.flush()
+        if mode == "ops":
+            direct.write_group(1, ops, _DELETED)
+        else:
+            direct.write_flush_group(1, intent_key if with_intent else None, pairs, _DELETED)
+        direct.changelog.flush()
+        assert keep is not None
+        outcomes.append(([(v, k, p) for _t, v, k, p in kafka.records], sorted(table.data._dbs[1].items())))
+        table.data._dbs[1].close()
+    assert outcomes[0] == outcomes[1]
