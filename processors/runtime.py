@@ -17,9 +17,9 @@ events of the batch write again. The batch's last value per key is written once,
 per partition (an intent record first), before any record of the batch is acknowledged —
 see the class for why that keeps at-least-once and idempotence intact.
 
-In a worker those writes bypass Faust's per-write path (``DirectTable``): encoded once, put
-into the partition's RocksDB and produced to the changelog by one librdkafka producer
-(``ChangelogProducer``), delivered before the batch is acknowledged.
+In a worker those writes bypass Faust's per-write path (``DirectTable``): encoded once,
+produced to the changelog by one librdkafka producer (``ChangelogProducer``), and written to
+the partition's RocksDB only once delivered — changelog first, then RocksDB, then acks.
 """
 
 from __future__ import annotations
