@@ -19,6 +19,10 @@ consumer group, over the same topics (``agents``, ``commands``, ``receipts``):
   folds ``commands`` + ``receipts`` into the routing table, derives one signed
   ``commands.routed``/``route_failed`` per request (it is produced, and folded back by the
   agent and the replica, inside the measured window where it arrives before the end).
+  Since 2026-11-23 its table writes are **direct** by default (``processors.app.DIRECT_CHANGELOG``:
+  changelog delivered first, then one RocksDB ``WriteBatch`` per partition, ``runtime.DirectTable``).
+* **swarmlog_faust_tables** — the same worker with the per-batch writes going through Faust's own
+  table path (``DIRECT_CHANGELOG = False``, the default until then), on its own copy of the log.
 * **swarmlog_per_event** — the same worker with the per-batch table writes undone (every
   write straight to the table and its changelog, changelog sent without linger), on its
   own copy of the log produced from the same seed (same events; ids and signatures
@@ -79,7 +83,10 @@ def worker_topics(domains: str) -> tuple[str, ...]:
 
     consumed = {t for topics, _factory in select_domains(domains).values() for t in topics}
     return tuple(t for t in SOURCE_TOPICS if t in consumed)
-VARIANTS = ("bare", "bare_batched", "naive", "swarmlog_per_event", "swarmlog")
+VARIANTS = ("bare", "bare_batched", "naive", "swarmlog_per_event", "swarmlog_faust_tables", "swarmlog")
+#: what each swarmlog variant's name stands for, printed with its result
+LABELS = {"swarmlog": "swarmlog (default: direct table writes)",
+          "swarmlog_faust_tables": "swarmlog, Faust table writes", "swarmlog_per_event": "swarmlog, per-event writes"}
 HERE = Path(__file__).resolve().parent
 
 
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         results["domains"] = args.domains or "all"
         for variant in variants:
             variant_spec = spec
-            if variant == "swarmlog_per_event":
+            if variant in ("swarmlog_per_event", "swarmlog_faust_tables"):
                 # its derived events would land in the log the swarmlog variant reads: it gets its own
                 # copy, produced from the same seed (same events; ids, clocks and signatures differ)
                 copy = f"pb{uuid.uuid4().hex[:6]}."
@@ -263,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             result["records_per_s"] = sum(records.values()) / result["seconds"]
             result["events_per_cpu_s"] = events / result["cpu_seconds"]
             results["variants"][variant] = result
-            print(f"{variant:>18}: {result['events_per_s']:>9,.0f} events/s ({result['seconds']:.2f} s); "
+            label = LABELS.get(variant, variant)
+            print(f"{label:>40}: {result['events_per_s']:>9,.0f} events/s ({result['seconds']:.2f} s); "
                   f"{result['events_per_cpu_s']:>7,.0f} events per CPU-second ({result['cpu_seconds']:.2f} s)",
                   file=sys.stderr)
     results["ratios"] = _ratios({v: r["events_per_s"] for v, r in results["variants"].items()})
@@ -283,7 +291,7 @@ def _ratios(rates: dict[str, float]) -> dict[str, float]:
     """The target ratios; "bare" is the better of the two bare agents (the ceiling)."""
     bare = max((rates[v] for v in ("bare", "bare_batched") if v in rates), default=0.0)
     out: dict[str, float] = {}
-    for name in ("swarmlog", "swarmlog_per_event", "naive"):
+    for name in ("swarmlog", "swarmlog_faust_tables", "swarmlog_per_event", "naive"):
         if name not in rates:
             continue
         if bare:
@@ -292,6 +300,8 @@ def _ratios(rates: dict[str, float]) -> dict[str, float]:
             out[f"{name}_over_naive"] = rates[name] / rates["naive"]
     if "swarmlog" in rates and "swarmlog_per_event" in rates:
         out["swarmlog_over_per_event"] = rates["swarmlog"] / rates["swarmlog_per_event"]
+    if "swarmlog" in rates and "swarmlog_faust_tables" in rates:
+        out["swarmlog_over_faust_tables"] = rates["swarmlog"] / rates["swarmlog_faust_tables"]
     return out
 
 
@@ -451,13 +461,15 @@ def build_baseline(spec: dict[str, Any], variant: str) -> Any:
     return app
 
 
-def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = False) -> Any:
+def build_swarmlog(spec: dict[str, Any], progress: Progress, per_event: bool = False, direct: bool = True) -> Any:
     """The real worker; ``per_event``: as before batching — every table write goes straight to
-    the table (and its changelog), changelog records are sent without linger."""
+    the table (and its changelog), changelog records are sent without linger; ``direct``: table
+    writes through ``runtime.DirectTable`` (the default) or Faust's own table path."""
     from swarmlog.processors import app as app_module
     from swarmlog.processors.app import WorkerConfig, create_app, select_domains
     from swarmlog.processors.runtime import TableStore
 
+    app_module.DIRECT_CHANGELOG = direct
     if per_event:
         app_module.WriteBehindStore = lambda table, *_args: TableStore(table)
         app_module.DIRECT_CHANGELOG = False  # Faust's own per-write path, as before batching
@@ -519,7 +531,8 @@ def worker_main(spec_path: Path) -> int:
     replica_ends = _ends(spec, SOURCE_TOPICS) if swarmlog else {}
     progress = Progress(faust_ends, replica_ends)
     _instrument_consumer(progress)
-    app = build_swarmlog(spec, progress, per_event=variant == "swarmlog_per_event") if swarmlog \
+    app = build_swarmlog(spec, progress, per_event=variant == "swarmlog_per_event",
+                         direct=variant not in ("swarmlog_per_event", "swarmlog_faust_tables")) if swarmlog \
         else build_baseline(spec, variant)
 
     def report() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import weakref
@@ -56,7 +57,7 @@ from swarmlog.processors.views import ENDPOINT_FILE, add_views, write_endpoint
 from swarmlog.projections.base import MemoryStore, Projection, StateStore
 from swarmlog.projections.engine import Engine
 from swarmlog.projections.ticks import TICK
-from swarmlog.streams.producer import EventProducer
+from swarmlog.streams.producer import EventProducer, ProduceError
 from swarmlog.streams.reader import plan_ranges, read_record_batches, read_records
 from swarmlog.streams.verify import RawRecord
 
@@ -65,11 +66,11 @@ log = logging.getLogger(__name__)
 BATCH = 500
 BATCH_WITHIN_S = 0.2
 REPLICA_CATCH_UP_S = 120.0
-#: True: table writes go to RocksDB and the changelog directly (runtime.DirectTable), not through
-#: Faust's per-write path — 1.5x faster in benchmarks/projections.py, but OFF: in one CI run the
-#: SIGKILL failover test (tests/test_worker.py) found a live table one update short of the replay
-#: with it on, and nothing may be lost. False = Faust's own ``table[key] = value`` path.
-DIRECT_CHANGELOG = False
+#: True: table writes go to the changelog and then RocksDB directly (runtime.DirectTable), not through
+#: Faust's per-write path. On by default since the batch's changelog records are delivered before its
+#: RocksDB write (tests/test_changelog_crash.py: a worker killed between the two, in the old order, lost
+#: updates). False = Faust's own ``table[key] = value`` path (the benchmark's ``swarmlog_per_event``).
+DIRECT_CHANGELOG = True
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,14 @@ def _add_domain(app: faust.App, domain: str, topic_names: list[str], factory: Ca
                           int((ev.message.timestamp or 0) * 1000))
                 for ev in events
             ]
-            outcome, pending = runtime.process(records, lambda i, batch=events: _set_current_event(batch[i]))
+            try:
+                outcome, pending = runtime.process(records, lambda i, batch=events: _set_current_event(batch[i]))
+            except ProduceError:
+                # undelivered changelog records: RocksDB was left behind the changelog and nothing of the batch
+                # was acked. Carrying on would fold the next batches on that stale state; a dead worker is
+                # restored from the changelog and its records redelivered (tests/test_changelog_crash.py)
+                log.critical("%s: table changelog delivery failed; stopping the worker hard", domain, exc_info=True)
+                os._exit(70)
             folded = clock()
             out = sink()
             out.emit(outcome)

@@ -17,9 +17,9 @@ events of the batch write again. The batch's last value per key is written once,
 per partition (an intent record first), before any record of the batch is acknowledged —
 see the class for why that keeps at-least-once and idempotence intact.
 
-In a worker those writes bypass Faust's per-write path (``DirectTable``): encoded once, put
-into the partition's RocksDB and produced to the changelog by one librdkafka producer
-(``ChangelogProducer``), delivered before the batch is acknowledged.
+In a worker those writes bypass Faust's per-write path (``DirectTable``): encoded once,
+produced to the changelog by one librdkafka producer (``ChangelogProducer``), and written to
+the partition's RocksDB only once delivered — changelog first, then RocksDB, then acks.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -159,17 +161,28 @@ class WriteBehindStore(TableStore):
             self.table[key] = value
 
     def recover(self) -> int:
-        """Finish a flush that died half-way in the current context's partition (see the class doc)."""
+        """Finish a flush that died half-way in the current context's partition (see the class doc).
+
+        The keys are written the way ``flush`` writes them (a ``DirectTable`` group goes to RocksDB only
+        once its changelog records are delivered, at the end of the batch), and cached for the batch, so
+        the batch reads the recovered values either way.
+        """
         partition, token = self._context()
         intent_key = f"{INTENT_PREFIX}{partition}"
         intent = self.table.get(intent_key)
         if not intent:
             return 0
         self._restore(token)
-        for key, value, deleted in intent:
-            self._values.pop(key, None)
-            self._write(key, _DELETED if deleted else value)
-        self._write(intent_key, _DELETED)
+        ops: list[tuple[str, Any]] = [(key, _DELETED if deleted else value) for key, value, deleted in intent]
+        ops.append((intent_key, _DELETED))
+        write_group = getattr(self.table, "write_group", None)
+        if write_group is not None:
+            write_group(partition, ops, _DELETED)
+        else:
+            for key, value in ops:
+                self._write(key, value)
+        for key, value in ops:
+            self._values[key] = value
         self.recovered += len(intent)
         log.warning("completed an interrupted table flush: %d keys of partition %d", len(intent), partition)
         return len(intent)
@@ -181,11 +194,17 @@ class WriteBehindStore(TableStore):
             groups.setdefault(partition, []).append(key)
         values, dirty, restore, write = self._values, self._dirty, self._restore, self._write
         write_group = getattr(self.table, "write_group", None)  # DirectTable: the whole group in one call
+        write_flush = getattr(self.table, "write_flush_group", None)  # ... and it builds the intent itself
         written = 0
         try:
             for partition, keys in groups.items():
                 restore(dirty[keys[0]][1])  # any record of the partition: same changelog partition
                 intent_key = f"{INTENT_PREFIX}{partition}"
+                if write_flush is not None:
+                    write_flush(partition, intent_key if len(keys) > 1 else None, [(k, values[k]) for k in keys],
+                                _DELETED)
+                    written += len(keys) + (2 if len(keys) > 1 else 0)
+                    continue
                 ops: list[tuple[str, Any]] = []
                 if len(keys) > 1:
                     ops.append((intent_key, [[k, None if values[k] is _DELETED else values[k], values[k] is _DELETED]
@@ -207,7 +226,8 @@ class WriteBehindStore(TableStore):
 
 
 class ChangelogProducer:
-    """Sends table changelog records through one confluent-kafka producer; ``flush()`` delivers them.
+    """Sends table changelog records through one confluent-kafka producer; ``flush()`` delivers them, then
+    writes them to the local RocksDB.
 
     Why: a Faust table write costs a ``FutureMessage``, a trip through Faust's producer
     buffer, sensors and aiokafka's pure-Python ``send`` — profiled at about half of the
@@ -220,12 +240,23 @@ class ChangelogProducer:
       being folded (as ``Table.on_key_set``), all of a table's writes through this one
       idempotent producer, so a partition's records keep their order (the flush intents of
       ``WriteBehindStore`` rely on that);
-    * delivered before acknowledged: the runtime calls ``flush()`` after every batch's
-      table flush and before the agent acknowledges any record, so a committed offset never
-      runs ahead of its state in the changelog (Faust only flushes before its commit);
-    * the table's persisted offset (what a restarted worker resumes its restore from) is
-      set to the last delivered offset per partition after each flush, as Faust does per
-      record.
+    * **changelog first, then RocksDB, then acks.** A batch's local writes are held back
+      (one RocksDB ``WriteBatch`` per table partition, as Faust's own restore writes) until
+      every changelog record of the batch is delivered (acks=all; any error raised and the
+      local writes dropped); the runtime acknowledges records only after ``flush()``
+      returns. The other order lost updates: a worker killed after its local write but
+      before delivery came back with RocksDB (idempotence marks included) ahead of its
+      changelog, skipped the redelivered events as applied, and their updates never
+      reached the changelog — the partition's next owner restored a table short of them
+      (tests/test_changelog_crash.py reproduces it with the test-only kill hook below).
+      Every crash point now ends equal: before delivery completes, nothing was acked and
+      the local state is the changelog's, so the events are folded again; after delivery,
+      the restart restores the delivered records from the persisted offset (below) on —
+      records already in RocksDB are written again with the same bytes; a partly delivered
+      group has its intent first, so ``WriteBehindStore.recover`` completes it;
+    * the table's persisted offset (where a restarted worker resumes its restore) is the
+      last delivered offset of the partition, written in the same ``WriteBatch`` as the
+      records up to it, so RocksDB never claims records it does not hold.
     """
 
     def __init__(self, bootstrap: str, kafka: Any | None = None) -> None:
@@ -236,9 +267,20 @@ class ChangelogProducer:
         self._kafka = kafka
         self._delivered: dict[tuple[str, int], int] = {}
         self._stores: dict[str, Any] = {}  # changelog topic → the Faust store whose offsets it persists
+        self._local: dict[tuple[str, int], Any] = {}  # (topic, partition) → WriteBatch held back until delivered
         self._errors: list[str] = []
         self._pending = 0
         self.sent = 0
+        #: TEST-ONLY fault hook, read once when the worker starts: the process SIGKILLs itself at this
+        #: point of a batch's table write (``after-delivery``: changelog delivered, RocksDB not yet
+        #: written; ``after-local-write``: both, nothing acknowledged yet) so that tests can crash a
+        #: worker exactly there (tests/test_changelog_crash.py). Never set it in production.
+        self._kill_at = os.environ.get("SWARMLOG_TEST_KILL_AT", "")
+
+    def _fault_point(self, point: str) -> None:
+        if self._kill_at == point:
+            log.warning("SWARMLOG_TEST_KILL_AT=%s: killing this worker (test-only fault hook)", point)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def send(self, store: Any, topic: str, partition: int, key: bytes, value: bytes | None) -> None:
         self._stores[topic] = store
@@ -251,6 +293,16 @@ class ChangelogProducer:
         self._pending += 1
         self.sent += 1
 
+    def local_batch(self, store: Any, topic: str, partition: int) -> Any:
+        """The RocksDB ``WriteBatch`` of ``topic``'s ``partition`` that ``flush()`` writes once delivered."""
+        batch = self._local.get((topic, partition))
+        if batch is None:
+            from rocksdict import WriteBatch
+
+            self._stores[topic] = store
+            batch = self._local[(topic, partition)] = WriteBatch(raw_mode=True)
+        return batch
+
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
@@ -260,20 +312,32 @@ class ChangelogProducer:
             self._delivered[tp] = msg.offset()
 
     def flush(self, timeout: float = 30.0) -> int:
-        """Deliver everything sent; persist the tables' changelog offsets; raise on any loss."""
+        """Deliver everything sent, then write it to RocksDB with the persisted offsets; raise on any loss."""
         if not self._pending:
             return 0
         remaining = self._kafka.flush(timeout)
-        if remaining:
-            raise ProduceError(f"{remaining} changelog records still undelivered after {timeout:.0f}s")
-        if self._errors:
-            errors, self._errors = self._errors, []
+        errors, self._errors = self._errors, []
+        if remaining or errors:
+            self._local, self._delivered, self._pending = {}, {}, 0  # never written: the local state stays behind
+            if remaining:
+                raise ProduceError(f"{remaining} changelog records still undelivered after {timeout:.0f}s")
             raise ProduceError(f"{len(errors)} changelog records failed: {errors[0]}")
-        from faust.types import TP
-
+        self._fault_point("after-delivery")
+        local, self._local = self._local, {}
         delivered, self._delivered = self._delivered, {}
         for (topic, partition), offset in delivered.items():
-            self._stores[topic].set_persisted_offset(TP(topic, partition), offset)
+            store = self._stores[topic]
+            batch = local.pop((topic, partition), None)
+            if batch is None:
+                from faust.types import TP
+
+                store.set_persisted_offset(TP(topic, partition), offset)
+                continue
+            batch.put(store.offset_key, str(offset).encode())
+            store._db_for_partition(partition).write(batch)
+        for (topic, partition), batch in local.items():  # no delivery report (cannot happen after a clean flush)
+            self._stores[topic]._db_for_partition(partition).write(batch)
+        self._fault_point("after-local-write")
         sent, self._pending = self._pending, 0
         return sent
 
@@ -282,7 +346,9 @@ class DirectTable:
     """A Faust table (RocksDB store) whose writes skip Faust's per-write machinery; see ``ChangelogProducer``.
 
     Reads go to the table as before. ``partition()`` says which changelog partition a write
-    belongs to (the current record's, as for a Faust table write).
+    belongs to (the current record's, as for a Faust table write). Writes reach RocksDB only
+    when ``ChangelogProducer.flush()`` has delivered them (changelog first); until then reads
+    see the previous value — ``WriteBehindStore`` reads its batch's writes from its own buffer.
 
     Single writer: every write of the table must go through its ``DirectTable`` (one producer).
     A write through Faust's own ``table[key] = value`` goes out on another producer, and two
@@ -299,6 +365,7 @@ class DirectTable:
         self._encode_key, self._encode_value = _table_encoders(self.store)
         fast = self._encode_key is not self.store._encode_key
         self._decode_value: Callable[[bytes], Any] = json.loads if fast else self.store._decode_value
+        self._compose_intent = fast  # compact JSON: a list's bytes are its items' bytes joined
 
     def get(self, key: Any, default: Any = None) -> Any:
         # one RocksDB lookup (Faust's ``Mapping.get`` makes two: ``in``, then ``[]``)
@@ -309,36 +376,71 @@ class DirectTable:
         return self.table.items()
 
     def write_group(self, partition: int, ops: Sequence[tuple[Any, Any]], deleted: Any) -> None:
-        """Write ``ops`` (key, value or ``deleted``) in order to RocksDB of ``partition`` and its changelog.
+        """Send ``ops`` (key, value or ``deleted``) in order to the changelog of ``partition``, and queue them
+        for its RocksDB, written by ``ChangelogProducer.flush()`` once delivered.
 
         The caller has made a record of ``partition`` current (``WriteBehindStore.flush``); this is
         ``__setitem__``/``__delitem__`` for a whole group, with the per-write lookups done once.
         """
         store, topic, send = self.store, self.topic, self.changelog.send
         encode_key, encode_value = self._encode_key, self._encode_value
-        db = store._db_for_partition(partition)
-        key_index = store._key_index
+        batch = self.changelog.local_batch(store, topic, partition)
+        key_index = store._key_index  # Faust's key → partition cache: no entry per put (its restore adds none
+        # either; a read tries the current record's partition first), but never a stale one for a deleted key
         for key, value in ops:
             key_bytes = encode_key(key)
             if value is deleted:
-                send(store, topic, partition, key_bytes, None)
-                store._del(key_bytes)
+                send(store, topic, partition, key_bytes, None)  # a tombstone
+                batch.delete(key_bytes)
+                key_index.pop(key_bytes, None)
             else:
                 value_bytes = encode_value(value)
-                key_index[key_bytes] = partition
-                db.put(key_bytes, value_bytes)
                 send(store, topic, partition, key_bytes, value_bytes)
+                batch.put(key_bytes, value_bytes)
+
+    def write_flush_group(self, partition: int, intent_key: str | None, items: Sequence[tuple[str, Any]],
+                          deleted: Any) -> None:
+        """One partition's group of ``WriteBehindStore.flush``: the intent (if ``intent_key``), the keys, the
+        intent deleted — the same records ``write_group`` sends for those ops, for less.
+
+        Why: the intent holds every key and value of the group, so building and encoding it cost as much
+        as the keys themselves (profiled: a third of the flush). Each key and value is encoded once and
+        the intent's bytes are joined from them — byte-identical to encoding the intent list, since the
+        fast encoder is compact JSON (``_table_encoders`` checks it), else the intent is encoded as before.
+        Locally the group is one ``WriteBatch``, atomic by itself, so the intent is only deleted there
+        (a restore applies its put and its delete: the same end state).
+        """
+        store, topic, send = self.store, self.topic, self.changelog.send
+        encode_key, encode_value = self._encode_key, self._encode_value
+        batch = self.changelog.local_batch(store, topic, partition)
+        encoded = [(encode_key(key), None if value is deleted else encode_value(value)) for key, value in items]
+        intent_bytes = b""
+        if intent_key is not None:
+            intent_bytes = encode_key(intent_key)
+            intent: bytes | None
+            if self._compose_intent:
+                intent = b"[" + b",".join(b"[%s,null,true]" % k if v is None else b"[%s,%s,false]" % (k, v)
+                                          for k, v in encoded) + b"]"
+            else:
+                intent = encode_value([[k, None if v is deleted else v, v is deleted] for k, v in items])
+            send(store, topic, partition, intent_bytes, intent)
+        key_index = store._key_index
+        for key_bytes, value_bytes in encoded:
+            send(store, topic, partition, key_bytes, value_bytes)
+            if value_bytes is None:
+                batch.delete(key_bytes)
+                key_index.pop(key_bytes, None)
+            else:
+                batch.put(key_bytes, value_bytes)
+        if intent_key is not None:
+            send(store, topic, partition, intent_bytes, None)
+            batch.delete(intent_bytes)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        key_bytes = self._encode_key(key)
-        value_bytes = self._encode_value(value)
-        self.store._set(key_bytes, value_bytes)  # the current record's partition's RocksDB
-        self.changelog.send(self.store, self.topic, self.partition(), key_bytes, value_bytes)
+        self.write_group(self.partition(), [(key, value)], _DELETED)
 
     def __delitem__(self, key: Any) -> None:
-        key_bytes = self._encode_key(key)
-        self.changelog.send(self.store, self.topic, self.partition(), key_bytes, None)  # a tombstone
-        self.store._del(key_bytes)
+        self.write_group(self.partition(), [(key, _DELETED)], _DELETED)
 
 
 _PROBES: tuple[tuple[Any, Any], ...] = (

@@ -26,15 +26,17 @@ def test_projections_benchmark_smoke(kafka_bootstrap: str, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["events"] == 10 + 60 + 30 + 30
-    assert set(result["variants"]) == {"bare", "bare_batched", "naive", "swarmlog_per_event", "swarmlog"}
+    assert set(result["variants"]) == {"bare", "bare_batched", "naive", "swarmlog_per_event", "swarmlog_faust_tables",
+                                       "swarmlog"}
     records = sum(result["records"].values())
     for name in ("bare", "bare_batched", "naive"):
         assert result["variants"][name]["counted"] == records  # every record of the log reached the agent
     for variant in result["variants"].values():
         assert variant["seconds"] > 0 and variant["events_per_s"] > 0 and variant["cpu_seconds"] > 0
-    for name in ("swarmlog", "swarmlog_per_event"):
+    for name in ("swarmlog", "swarmlog_faust_tables", "swarmlog_per_event"):
         # every request was decided (one derived event each) and nothing was refused
         assert result["variants"][name]["health"]["outputs"] == {"derived": 30, "dead_letters": 0}
     expected = {"swarmlog_over_bare", "swarmlog_over_naive", "swarmlog_per_event_over_bare",
-                "swarmlog_per_event_over_naive", "naive_over_bare", "swarmlog_over_per_event"}
+                "swarmlog_per_event_over_naive", "naive_over_bare", "swarmlog_over_per_event",
+                "swarmlog_faust_tables_over_bare", "swarmlog_faust_tables_over_naive", "swarmlog_over_faust_tables"}
     assert set(result["ratios"]) == expected and set(result["cpu_ratios"]) == expected

@@ -1,6 +1,6 @@
 """Direct table writes (processors.runtime.DirectTable + ChangelogProducer): the same bytes Faust would
-write, in RocksDB and in the changelog partition of the current record, delivered and offset-persisted
-on flush, and a delivery failure raised instead of acknowledged.
+write, in the changelog partition of the current record and in its RocksDB — the local write only once the
+changelog records are delivered, with the persisted offset — and a delivery failure raised, RocksDB untouched.
 
 The Faust table and its RocksDB store are real; the Kafka client is a stand-in that records what it is
 given (the broker round trip itself is covered by tests/test_worker.py and tests/test_ledger_worker.py,
@@ -104,28 +104,36 @@ def test_writes_reach_rocksdb_and_the_current_partitions_changelog(table: Any) -
         (topic, None, encode("cmd/b"), 2),  # a delete is a tombstone, as Faust sends it
         (topic, table.data._encode_value("x"), encode("cmd/c"), 3),
     ]
-    # RocksDB of the record's partition holds them; the table reads them back
-    assert table.data._dbs[2].get(encode("cmd/a")) == table.data._encode_value({"status": "ROUTED", "score": 0.5})
+    # changelog first: nothing reaches RocksDB or the persisted offsets before delivery
+    assert table.data._dbs.get(2) is None or table.data._dbs[2].get(encode("cmd/a")) is None
     keep = _in_partition(2)  # Faust reads a key from the current record's partition
-    assert direct.get("cmd/a") == {"status": "ROUTED", "score": 0.5} and direct.get("cmd/b") is None
-    assert table.data._dbs[3].get(encode("cmd/c")) is not None
-    # nothing persisted until delivered; then the last delivered offset per changelog partition
+    assert direct.get("cmd/a") is None
     assert table.data.persisted_offset(TP(topic, 2)) is None
     assert changelog.flush() == 4
+    # delivered: RocksDB of the record's partition holds them, with the last delivered offset per partition
+    assert table.data._dbs[2].get(encode("cmd/a")) == table.data._encode_value({"status": "ROUTED", "score": 0.5})
+    assert direct.get("cmd/a") == {"status": "ROUTED", "score": 0.5} and direct.get("cmd/b") is None
+    assert table.data._dbs[3].get(encode("cmd/c")) is not None
     assert table.data.persisted_offset(TP(topic, 2)) == 2
     assert table.data.persisted_offset(TP(topic, 3)) == 0
     assert changelog.flush() == 0  # nothing pending: no round trip
 
 
-def test_a_failed_delivery_is_raised_not_acknowledged(table: Any) -> None:
-    changelog = ChangelogProducer("unused:9092", kafka=RecordingKafka(fail=True))
+def test_a_failed_delivery_is_raised_and_never_written_locally(table: Any) -> None:
+    kafka = RecordingKafka(fail=True)
+    changelog = ChangelogProducer("unused:9092", kafka=kafka)
     direct = DirectTable(table, changelog, lambda: 1)
     keep = _in_partition(1)
     direct["k"] = 1
     assert keep is not None
     with pytest.raises(ProduceError, match="broker says no"):
         changelog.flush()
+    assert direct.get("k") is None  # RocksDB stays what the changelog holds
     assert table.data.persisted_offset(TP(table.changelog_topic.get_topic_name(), 1)) is None
+    kafka.fail = False  # the dropped batch is not written by a later flush either
+    direct["other"] = 2
+    assert changelog.flush() == 1
+    assert direct.get("k") is None and direct.get("other") == 2
 
 
 def test_write_group_writes_what_single_writes_write(tmp_path: Path) -> None:
@@ -142,6 +150,7 @@ def test_write_group_writes_what_single_writes_write(tmp_path: Path) -> None:
         direct = DirectTable(table, ChangelogProducer("unused:9092", kafka=kafka), lambda: 1)
         keep = _in_partition(1)
         direct["b"] = "old"
+        direct.changelog.flush()
         if mode == "single":
             for key, value in ops:
                 if value is _DELETED:
@@ -150,9 +159,49 @@ def test_write_group_writes_what_single_writes_write(tmp_path: Path) -> None:
                     direct[key] = value
         else:
             direct.write_group(1, ops, _DELETED)
+        direct.changelog.flush()
         assert keep is not None
         outcomes.append(([(v, k, p) for _t, v, k, p in kafka.records],
                          sorted(table.data._dbs[1].items()) if hasattr(table.data._dbs[1], "items") else None,
                          (direct.get("a"), direct.get("b"), direct.get("__flush/1"))))
     assert outcomes[0] == outcomes[1]
     assert outcomes[1][2] == (1, None, None)
+
+
+_GONE = object()  # stands for a deleted key in the strategy below
+
+
+@settings(max_examples=40, deadline=None)
+@given(items=st.dictionaries(st.text(max_size=6), json_values | st.just(_GONE), min_size=1, max_size=6),
+       with_intent=st.booleans())
+def test_flush_group_sends_the_bytes_of_the_intent_ops(tmp_path_factory: pytest.TempPathFactory,
+                                                        items: dict[str, Any], with_intent: bool) -> None:
+    """``write_flush_group`` joins the intent's bytes from the encoded keys and values: the changelog must get
+    exactly what ``write_group`` sends for (intent, keys, intent deleted), and RocksDB end the same."""
+    from swarmlog.processors.runtime import _DELETED
+
+    pairs = [(k, _DELETED if v is _GONE else v) for k, v in items.items()]
+    intent_key = "__flush/1"
+    ops: list[tuple[str, Any]] = list(pairs)
+    if with_intent:
+        intent = [[k, None if v is _DELETED else v, v is _DELETED] for k, v in pairs]
+        ops = [(intent_key, intent), *pairs, (intent_key, _DELETED)]
+    outcomes = []
+    for mode in ("ops", "flush_group"):
+        app = faust.App(f"fg-{mode}", store="rocksdb://", datadir=str(tmp_path_factory.mktemp(mode)),
+                        topic_partitions=4)
+        table = app.Table("t", default=None, partitions=4)
+        kafka = RecordingKafka()
+        direct = DirectTable(table, ChangelogProducer("unused:9092", kafka=kafka), lambda: 1)
+        keep = _in_partition(1)
+        direct["stale"] = "x"  # a key some groups delete
+        direct.changelog.flush()
+        if mode == "ops":
+            direct.write_group(1, ops, _DELETED)
+        else:
+            direct.write_flush_group(1, intent_key if with_intent else None, pairs, _DELETED)
+        direct.changelog.flush()
+        assert keep is not None
+        outcomes.append(([(v, k, p) for _t, v, k, p in kafka.records], sorted(table.data._dbs[1].items())))
+        table.data._dbs[1].close()
+    assert outcomes[0] == outcomes[1]

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from faust.worker import Worker
 
+from swarmlog.processors import app as app_module
 from swarmlog.processors.app import WorkerConfig, create_app
 from swarmlog.projections.base import Derived, EventContext, InvalidEvent, Projection, Stores
 from swarmlog.streams.keystore import Keystore
@@ -39,6 +40,8 @@ def main() -> None:
     if "TEST_LEDGER_TOPIC" not in os.environ:  # no checkpoint topic: run without the ledger
         os.environ["SWARMLOG_LEDGER"] = "0"
         get_settings.cache_clear()
+    if os.environ.get("TEST_DIRECT_CHANGELOG"):  # "1"/"0": direct table writes on/off, whatever the default
+        app_module.DIRECT_CHANGELOG = os.environ["TEST_DIRECT_CHANGELOG"] == "1"
     bootstrap = os.environ["SWARMLOG_BOOTSTRAP"]
     name = os.environ["TEST_WORKER"]
     home = Path(os.environ["SWARMLOG_HOME"])
