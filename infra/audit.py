@@ -559,6 +559,10 @@ def live_from_changelogs(bootstrap: str, app_id: str, names: Iterable[str]) -> d
     return tables
 
 
+FAUST_META_PREFIX = b"__faust\0"
+"""Keys Faust keeps beside a table's rows in its RocksDB file (``__faust\\0offset__``)."""
+
+
 def live_from_datadirs(datadirs: Iterable[Path], names: Iterable[str]) -> dict[str, dict[str, LiveValue]]:
     """Live tables from workers' RocksDB files (``<datadir>/**/swarmlog-<name>-<partition>.db``).
 
@@ -580,6 +584,8 @@ def live_from_datadirs(datadirs: Iterable[Path], names: Iterable[str]) -> dict[s
                 db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
                 try:
                     for raw_key, raw_value in db.items():
+                        if cast(bytes, raw_key).startswith(FAUST_META_PREFIX):
+                            continue  # Faust's own bookkeeping (the persisted changelog offset), not a table key
                         value = json.loads(cast(bytes, raw_value))
                         table[_json_key(cast(bytes, raw_key))] = LiveValue(value, str(path), int(partition_text))
                 finally:
