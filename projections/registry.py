@@ -735,8 +735,13 @@ class RegistryProjection(Projection):
             rec["max_concurrency"] = max_concurrency
         if interval:
             rec["interval_ms"] = interval
-        seen = rec["seen_ms"] = max(rec["seen_ms"], ctx.timestamp_ms)
+        ts = ctx.timestamp_ms
+        seen = rec["seen_ms"]
+        if ts > seen:
+            seen = ts
+        rec["seen_ms"] = seen
         obs = get(OBS_PREFIX + agent_id)
+        put = access[2] if access[0] is store else self._accessors(store)[1]
         if (self.skip_unchanged and health == old["health"] and latency and latency == old["reported_latency_ms"]
                 and (reliability is None or (reliability and reliability == old["reported_reliability"]))
                 and (max_concurrency is None or max_concurrency == old["max_concurrency"])):
@@ -749,63 +754,56 @@ class RegistryProjection(Projection):
             last_seen = rec["last_seen_ms"] = seen if obs_seen is None else max(seen, obs_seen)
             grace = MISSED_INTERVALS * rec["interval_ms"]
             rec["expires_ms"] = last_seen + (self.ttl_ms if self.ttl_ms >= grace else grace)
-            access = self._access
-            put = access[2] if access[0] is store else self._accessors(store)[1]
             put(AGENT_PREFIX + agent_id, rec)
             now = get(CLOCK_KEY)  # _tick, inlined
-            if ctx.timestamp_ms > (now if isinstance(now, int) else 0):
-                put(CLOCK_KEY, ctx.timestamp_ms)
+            if ts > (now if isinstance(now, int) else 0):
+                put(CLOCK_KEY, ts)
             return
-        if self.fast_heartbeat:
-            self._commit_heartbeat(store, ctx, old, rec, obs, get)
-        else:
+        if not self.fast_heartbeat:
             self._commit(store, ctx, old, rec, obs)
-
-    def _commit_heartbeat(self, store: StateStore, ctx: EventContext, old: Agent, rec: Agent,
-                          obs: Mapping[str, Any] | None, get: Getter) -> None:
-        """``_commit`` for a heartbeat: the same writes, for less.
-
-        Why a second copy: heartbeats are most of the log, and on a real log every one moves the
-        agent's fitness (a fresh latency each time). A heartbeat changes none of ``status``,
-        ``capabilities`` and ``health_status``, so the ``cap/`` index never changes and the agent's
-        row moves between the same capabilities' views; the bucket of the old and the new row is
-        computed once (not per capability), and the view lists are read and written through the
-        store's fast ``get``/``put``. tests/test_registry_heartbeat_path.py folds jittered logs through
-        both this and ``_commit`` and compares the snapshots byte for byte.
-        """
-        put = self._access[2] if self._access[0] is store else self._accessors(store)[1]
+            return
+        # _commit, specialised for a heartbeat (the same writes, for less). Why: heartbeats are most of
+        # the log, and on a real log every one moves the agent's fitness (a fresh latency each time).
+        # A heartbeat changes none of status, capabilities and health_status, so cap/ never changes and
+        # the row moves within the same capabilities' views; _views_move computes its buckets once and
+        # edits the lists through the fast get/put. Without observations the measurements are the
+        # self-report and load is 0, so fitness is computed from the locals, in _commit's order: the
+        # capacity term is W_CAPACITY * max(0.0, 1.0 - 0 / max_concurrency) == W_CAPACITY * 1.0 bit for
+        # bit (max_concurrency >= 1). tests/test_registry_heartbeat_path.py compares both paths' state.
+        max_concurrency = rec["max_concurrency"]
         if obs:
             rec.update(measure(rec, obs))
+            load = rec["load"]
+            fit = (W_HEALTH * health + W_LATENCY * (1.0 / (1.0 + rec["latency_ms"] / LATENCY_REF_MS))
+                   + W_RELIABILITY * rec["reliability"]
+                   + W_CAPACITY * (0.0 if max_concurrency <= 0 else max(0.0, 1.0 - load / max_concurrency)))
         else:  # measure(rec, None) in place, as in _commit; a heartbeat always reports a latency
             prior = rec["reported_reliability"]
-            rec["latency_ms"] = rec["reported_latency_ms"]
+            if prior is None:
+                prior = DEFAULT_RELIABILITY
+            rec["latency_ms"] = latency
             rec["latency_source"] = "reported"
-            rec["reliability"] = DEFAULT_RELIABILITY if prior is None else prior
-            rec["load"] = rec["routed"] = rec["receipts"] = rec["successes"] = rec["failures"] = 0
-            rec["last_seen_ms"] = rec["seen_ms"]
+            rec["reliability"] = prior
+            rec["load"] = rec["routed"] = rec["receipts"] = rec["successes"] = rec["failures"] = load = 0
+            rec["last_seen_ms"] = seen
+            fit = (W_HEALTH * health + W_LATENCY * (1.0 / (1.0 + latency / LATENCY_REF_MS))
+                   + W_RELIABILITY * prior + W_CAPACITY * 1.0)
         grace = MISSED_INTERVALS * rec["interval_ms"]
         rec["expires_ms"] = rec["last_seen_ms"] + (self.ttl_ms if self.ttl_ms >= grace else grace)
-        # fitness(rec), inlined exactly as in _commit (same operations, same order, same bits)
-        load, max_concurrency = rec["load"], rec["max_concurrency"]
-        fit = rec["fitness"] = (W_HEALTH * rec["health"]
-                                + W_LATENCY * (1.0 / (1.0 + rec["latency_ms"] / LATENCY_REF_MS))
-                                + W_RELIABILITY * rec["reliability"]
-                                + W_CAPACITY * (0.0 if max_concurrency <= 0
-                                                else max(0.0, 1.0 - load / max_concurrency)))
-        agent_id = rec["agent_id"]
+        rec["fitness"] = fit
         if old["status"] == ACTIVE:  # else: in no view before or after (status is unchanged)
             # view_entry(old) and view_entry(rec), inlined; a heartbeat leaves health_status alone
             not_failed = old.get("health_status") != "FAILED"
-            old_entry = ([-old["fitness"], agent_id] if not_failed and old["health"] >= MIN_ROUTABLE_HEALTH
+            old_entry = ([-old["fitness"], old["agent_id"]] if not_failed and old["health"] >= MIN_ROUTABLE_HEALTH
                          and old["load"] < old["max_concurrency"] else None)
-            new_entry = ([-fit, agent_id] if not_failed and rec["health"] >= MIN_ROUTABLE_HEALTH
+            new_entry = ([-fit, old["agent_id"]] if not_failed and health >= MIN_ROUTABLE_HEALTH
                          and load < max_concurrency else None)
             if old_entry != new_entry:
                 _views_move(store, get, put, old["capabilities"], old_entry, new_entry)
         put(AGENT_PREFIX + agent_id, rec)
         now = get(CLOCK_KEY)  # _tick, inlined
-        if ctx.timestamp_ms > (now if isinstance(now, int) else 0):
-            put(CLOCK_KEY, ctx.timestamp_ms)
+        if ts > (now if isinstance(now, int) else 0):
+            put(CLOCK_KEY, ts)
 
     def _health_changed(self, store: StateStore, ctx: EventContext, p: dict[str, Any]) -> None:
         old, rec = self._known(store, p["agent_id"])
