@@ -518,8 +518,8 @@ class RegistryProjection(Projection):
     #: a heartbeat that changes no input of fitness or of the measurements skips their recomputation
     #: (``_heartbeat``); off only in the tests that check it against the full path
     skip_unchanged: ClassVar[bool] = True
-    #: a heartbeat that does change them commits through ``_commit_heartbeat``, not the general ``_commit``;
-    #: off only in the tests that check the two write the same state
+    #: a heartbeat that does change them is committed by ``_heartbeat`` itself (a ``_commit`` specialised for
+    #: heartbeats), not by the general ``_commit``; off only in the tests that check both write the same state
     fast_heartbeat: ClassVar[bool] = True
 
     def __init__(self, ttl_ms: int = DEFAULT_TTL_MS) -> None:
