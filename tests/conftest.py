@@ -19,6 +19,7 @@ from hypothesis import settings as hypothesis_settings
 
 from swarmlog.infra.broker import EmbeddedBroker, admin_client
 from swarmlog.infra.topics import delete_topics, ensure_topics
+from swarmlog.streams.identity import Identity
 from swarmlog.streams.settings import get_settings
 
 # No per-example deadline: Hypothesis' default (200 ms) is a timing assertion, and timings
@@ -111,3 +112,15 @@ def unique_topics(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Itera
         yield factory
     finally:
         factory.cleanup()
+
+
+@pytest.fixture(scope="module")
+def alice() -> Identity:
+    """A producer identity, fresh per test module (key generation is the slow part)."""
+    return Identity.generate("alice")
+
+
+@pytest.fixture(scope="module")
+def bob() -> Identity:
+    """A second producer identity, fresh per test module."""
+    return Identity.generate("bob")

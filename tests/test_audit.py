@@ -18,16 +18,6 @@ TOPICS = ["trust", "agents", "ledger"]
 
 
 @pytest.fixture(scope="module")
-def alice() -> Identity:
-    return Identity.generate("alice")
-
-
-@pytest.fixture(scope="module")
-def bob() -> Identity:
-    return Identity.generate("bob")
-
-
-@pytest.fixture(scope="module")
 def ledger_id() -> Identity:
     return Identity.generate("ledger-worker")
 

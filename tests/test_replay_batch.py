@@ -38,16 +38,6 @@ CODEC = EnvelopeCodec(STORE)
 native = speedups.native
 
 
-@pytest.fixture(scope="module")
-def alice() -> Identity:
-    return Identity.generate("alice")
-
-
-@pytest.fixture(scope="module")
-def bob() -> Identity:
-    return Identity.generate("bob")
-
-
 @pytest.fixture(params=["c", "python"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Run the test with the C extension in use (when built) and with the pure-Python path."""

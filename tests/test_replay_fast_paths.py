@@ -58,16 +58,6 @@ class CountingStore(MemoryStore):
         super().put(key, value)
 
 
-@pytest.fixture(scope="module")
-def alice() -> Identity:
-    return Identity.generate("alice")
-
-
-@pytest.fixture(scope="module")
-def bob() -> Identity:
-    return Identity.generate("bob")
-
-
 # ---------------------------------------------------------------------------- store access
 def test_store_access_uses_the_dict_of_a_plain_memory_store_only() -> None:
     plain = MemoryStore()

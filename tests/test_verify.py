@@ -22,11 +22,6 @@ DEAD = STORE.for_event_type("deadletter.recorded")
 
 
 @pytest.fixture(scope="module")
-def alice() -> Identity:
-    return Identity.generate("alice")
-
-
-@pytest.fixture(scope="module")
 def mallory() -> Identity:
     return Identity.generate("mallory")
 
